@@ -1,0 +1,55 @@
+"""LangFlow connection block: server URL and API key."""
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+
+class LangflowConnection(Block):
+    """Connection to a LangFlow server's REST API.
+
+    Attributes:
+        url: Base URL of the LangFlow server.
+        api_key: LangFlow API key, sent as the ``x-api-key`` header.
+        verify_tls: Verify the server's TLS certificate.
+        timeout_seconds: Timeout of one HTTP request (a flow run can be slow).
+
+    Example:
+        ```python
+        from blocks import LangflowConnection
+
+        with LangflowConnection(url="http://127.0.0.1:7860", api_key="sk-...").get_client() as http:
+            flows = http.get("/api/v1/flows/", params={"remove_example_flows": True}).json()
+        ```
+    """
+
+    _block_type_name = "MagicFlow Langflow Connection"
+    _logo_url = "https://avatars.githubusercontent.com/u/128686189"  # type: ignore[assignment]
+    _documentation_url = "https://docs.langflow.org/api-reference-api-examples"  # type: ignore[assignment]
+
+    url: str = Field(
+        default="http://127.0.0.1:7860", title="URL", description="Base URL of the server."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, title="API key", description="LangFlow API key (x-api-key header)."
+    )
+    verify_tls: bool = Field(
+        default=True, title="Verify TLS", description="Verify the server's TLS certificate."
+    )
+    timeout_seconds: float = Field(
+        default=120.0, gt=0, title="Timeout (s)", description="Timeout of one HTTP request."
+    )
+
+    def get_client(self) -> httpx.Client:
+        """Builds an HTTP client for the LangFlow API.
+
+        Returns:
+            An ``httpx.Client`` whose base URL is `url`, sending the API key.
+        """
+        headers = {"x-api-key": self.api_key.get_secret_value()} if self.api_key else {}
+        return httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            verify=self.verify_tls,
+            timeout=self.timeout_seconds,
+        )

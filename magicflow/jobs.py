@@ -1,0 +1,152 @@
+"""The `job` decorator: a Prefect task with MagicFlow's retry rule and logging.
+
+A job is a Prefect task that follows the job contract (see the README): it is
+idempotent, supports ``dry_run``, returns a `Change` and raises typed errors.
+`job` gives every such task the same retry policy, so that transient failures
+(`TransientError`) are retried with exponential backoff and jitter while
+permanent ones (bad input, missing permission, conflicts) fail at once.
+"""
+
+import logging
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+from prefect import Task, task
+from prefect.blocks.core import Block
+from prefect.client.schemas.objects import TaskRun
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+
+from magicflow.changes import Change
+from magicflow.errors import InvalidInputError, MagicFlowError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+B = TypeVar("B", bound=Block)
+
+DEFAULT_RETRIES = 3
+"""How often a job retries a transient failure before it fails."""
+
+
+def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect ``retry_condition_fn``: retry only errors marked retryable.
+
+    Jobs translate their backend's errors into `magicflow.errors` types, so this
+    rule is the single place that decides what is transient.
+
+    Args:
+        task: The task being retried (unused, part of Prefect's signature).
+        task_run: The task run (unused, part of Prefect's signature).
+        state: The failed state; its exception decides.
+
+    Returns:
+        True when the failure is a `MagicFlowError` with ``retryable`` set.
+    """
+    try:
+        state.result()
+    except MagicFlowError as error:
+        return error.retryable
+    except BaseException:  # noqa: BLE001 - anything untyped is a bug, not a blip
+        return False
+    return False
+
+
+@overload
+def job(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def job(
+    fn: None = None, /, *, retries: int = ..., name: str | None = ...
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def job(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    name: str | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Makes a function a MagicFlow job: a Prefect task with the shared retry rule.
+
+    Args:
+        fn: The job function (when used as ``@job`` without arguments).
+        retries: How often to retry a `TransientError`.
+        name: The task name in the Prefect UI; defaults to the function name.
+
+    Returns:
+        The Prefect task. Use ``.with_options(...)`` to change its retry delays,
+        for example in tests.
+
+    Example:
+        ```python
+        from magicflow import Change, job
+
+        @job
+        def ensure_thing(name: str, dry_run: bool = False) -> Change:
+            return Change(resource=f"demo:thing/{name}", action="unchanged", dry_run=dry_run)
+        ```
+    """
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        return task(
+            function,
+            name=name or function.__name__,
+            retries=retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=2),
+            retry_jitter_factor=0.5,
+            retry_condition_fn=retry_on_transient,
+        )
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def connection(value: B | str, block_type: type[B]) -> B:
+    """Returns the block a job was given, loading it first when given its name.
+
+    Args:
+        value: A block instance, or the name of a saved block of `block_type`.
+        block_type: The expected block class.
+
+    Returns:
+        The block instance.
+
+    Raises:
+        InvalidInputError: When `value` is a block of another type.
+
+    Example:
+        ```python
+        vault = connection("prod", VaultConnection)  # VaultConnection.load("prod")
+        ```
+    """
+    if isinstance(value, str):
+        return block_type.load(value)  # type: ignore[return-value]
+    if not isinstance(value, block_type):
+        raise InvalidInputError(
+            f"block:{type(value).__name__}", f"expected a {block_type.__name__} or its name"
+        )
+    return value
+
+
+def job_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a run (shown in the UI), else the module logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("magicflow.jobs")
+
+
+def report(change: Change) -> Change:
+    """Logs a job's `Change` in one consistent line and returns it.
+
+    Args:
+        change: The change to report; it holds no secret by contract.
+
+    Returns:
+        The same change, so a job can ``return report(Change(...))``.
+    """
+    job_logger().info("%s%s", change, f" {change.detail}" if change.detail else "")
+    return change
