@@ -12,6 +12,7 @@ Example:
 from magicflow.changes import Action, Change, publish_changes_artifact, summarize_changes
 from magicflow.errors import (
     ConflictError,
+    DeadlineExceededError,
     InvalidInputError,
     MagicFlowError,
     NotFoundError,
@@ -24,6 +25,7 @@ __all__ = [
     "Action",
     "Change",
     "ConflictError",
+    "DeadlineExceededError",
     "InvalidInputError",
     "MagicFlowError",
     "NotFoundError",

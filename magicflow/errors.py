@@ -58,3 +58,7 @@ class TransientError(MagicFlowError):
     """
 
     retryable = True
+
+
+class DeadlineExceededError(MagicFlowError, TimeoutError):
+    """A wait (for an approval, a backup, a run) passed its deadline; not retried."""
