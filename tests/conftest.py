@@ -24,4 +24,5 @@ pytest_plugins = [
     "tests.fixtures.vault",
     "tests.fixtures.kubernetes",
     "tests.fixtures.gitlab",
+    "tests.fixtures.workflows",
 ]
