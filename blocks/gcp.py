@@ -4,7 +4,8 @@ from typing import Any
 
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.transport.requests import AuthorizedSession
-from google.cloud import secretmanager, storage
+from google.cloud import secretmanager
+from google.cloud.storage import Client as StorageClient
 from prefect_gcp import GcpCredentials
 from pydantic import Field
 
@@ -33,7 +34,7 @@ class GcpConnection(GcpCredentials):
     """
 
     _block_type_name = "MagicFlow GCP Connection"
-    _documentation_url = "https://cloud.google.com/python/docs/reference"  # type: ignore[assignment]
+    _documentation_url = "https://cloud.google.com/python/docs/reference"
 
     storage_endpoint: str | None = Field(
         default=None, title="Storage endpoint", description="Cloud Storage API endpoint override."
@@ -66,10 +67,10 @@ class GcpConnection(GcpCredentials):
             Google credentials for every client this block builds.
         """
         if self.anonymous:
-            return AnonymousCredentials()  # type: ignore[no-untyped-call]
+            return AnonymousCredentials()
         return super().get_credentials_from_service_account()
 
-    def get_cloud_storage_client(self, project: str | None = None) -> storage.Client:
+    def get_cloud_storage_client(self, project: str | None = None) -> StorageClient:
         """Builds a Cloud Storage client for `storage_endpoint` or Google's.
 
         Args:
@@ -81,7 +82,7 @@ class GcpConnection(GcpCredentials):
         options: dict[str, Any] = {}
         if self.storage_endpoint:
             options["api_endpoint"] = self.storage_endpoint
-        return storage.Client(
+        return StorageClient(
             project=project or self.project,
             credentials=self.get_credentials_from_service_account(),
             client_options=options or None,

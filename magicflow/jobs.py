@@ -48,7 +48,7 @@ def retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any
         state.result()
     except MagicFlowError as error:
         return error.retryable
-    except BaseException:  # noqa: BLE001 - anything untyped is a bug, not a blip
+    except BaseException:
         return False
     return False
 
@@ -93,13 +93,12 @@ def job(
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         return task(
-            function,
             name=name or function.__name__,
             retries=retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=2),
             retry_jitter_factor=0.5,
             retry_condition_fn=retry_on_transient,
-        )
+        )(function)
 
     return decorate(fn) if fn is not None else decorate
 

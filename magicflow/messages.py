@@ -26,9 +26,7 @@ SIGNATURE_HEADER = "x-magicflow-signature"
 REQUEST_TAG_PREFIX = "magicflow-request:"
 """Flow-run tag that carries the request id, so any run can be traced to its request."""
 
-RequestId = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-]
+RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 
@@ -163,9 +161,7 @@ def signature_is_valid(value: bytes, signature: bytes | str | None, secret: Secr
     return hmac.compare_digest(signature, sign(value, secret))
 
 
-async def publish_status(
-    producer: AIOKafkaProducer, status: WorkflowStatus, topic: str
-) -> None:
+async def publish_status(producer: AIOKafkaProducer, status: WorkflowStatus, topic: str) -> None:
     """Publishes one status and waits until the broker has it.
 
     This is the single place statuses are written to Kafka.

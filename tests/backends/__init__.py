@@ -46,7 +46,7 @@ def http_ready(url: str, ok: Sequence[int] = (200,)) -> Callable[[], bool]:
 
     def check() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=1) as response:
                 return response.status in ok
         except urllib.error.HTTPError as error:
             return error.code in ok
@@ -103,7 +103,7 @@ class BackendProcess:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         log = self.log_path.open("wb")
-        self.process = subprocess.Popen(  # noqa: S603 - our own argv
+        self.process = subprocess.Popen(
             list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -115,7 +115,9 @@ class BackendProcess:
         deadline = time.monotonic() + timeout
         while not ready():
             if self.process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"{name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError(f"{name} not ready after {timeout}s:\n{self.log_tail()}")

@@ -87,7 +87,11 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 with state.lock:
                     state.rules.clear()
             with state.lock:
-                report = {"rules": state.rules, "injected": state.injected, "forwarded": state.forwarded}
+                report = {
+                    "rules": state.rules,
+                    "injected": state.injected,
+                    "forwarded": state.forwarded,
+                }
             self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
 
         def _handle(self) -> None:
@@ -102,7 +106,9 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                     return None
                 content_type = rule.get("content_type", "application/json")
                 payload = rule.get("body", json.dumps({"message": "injected fault"}))
-                return self._reply(rule["status"], payload.encode(), [("Content-Type", content_type)])
+                return self._reply(
+                    rule["status"], payload.encode(), [("Content-Type", content_type)]
+                )
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(self.command, self.path, body=body or None, headers=headers)

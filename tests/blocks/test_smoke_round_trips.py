@@ -8,14 +8,22 @@ import uuid
 import boto3
 from kubernetes import client as k8s
 
-from blocks import AwsCredentials, GcpConnection, KafkaConnection, KubernetesConnection, VaultConnection
+from blocks import (
+    AwsCredentials,
+    GcpConnection,
+    KafkaConnection,
+    KubernetesConnection,
+    VaultConnection,
+)
 
 
 async def test_kafka_produce_then_consume_through_tansu(kafka: KafkaConnection) -> None:
     producer = kafka.get_producer()
     await producer.start()
     try:
-        await producer.send_and_wait(kafka.requests_topic, b"hello", key=b"k1", headers=[("h", b"v")])
+        await producer.send_and_wait(
+            kafka.requests_topic, b"hello", key=b"k1", headers=[("h", b"v")]
+        )
     finally:
         await producer.stop()
     consumer = kafka.get_consumer(kafka.requests_topic)
@@ -26,25 +34,38 @@ async def test_kafka_produce_then_consume_through_tansu(kafka: KafkaConnection) 
         await consumer.commit()
     finally:
         await consumer.stop()
-    assert [(r.key, r.value, list(r.headers)) for r in records] == [(b"k1", b"hello", [("h", b"v")])]
+    assert [(r.key, r.value, list(r.headers)) for r in records] == [
+        (b"k1", b"hello", [("h", b"v")])
+    ]
 
 
 def test_vault_kv_write_then_read_in_openbao(vault: VaultConnection) -> None:
     client = vault.get_client()
     path = f"smoke/{uuid.uuid4().hex}"
-    client.secrets.kv.v2.create_or_update_secret(path=path, secret={"k": "v"}, mount_point=vault.kv_mount)
-    read = client.secrets.kv.v2.read_secret_version(path=path, mount_point=vault.kv_mount, raise_on_deleted_version=True)
+    client.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"k": "v"}, mount_point=vault.kv_mount
+    )
+    read = client.secrets.kv.v2.read_secret_version(
+        path=path, mount_point=vault.kv_mount, raise_on_deleted_version=True
+    )
     assert read["data"]["data"] == {"k": "v"}
     assert read["data"]["metadata"]["version"] == 1
 
 
 def test_s3_bucket_in_moto(aws_credentials: AwsCredentials) -> None:
     s3 = aws_credentials.get_s3_client()
-    s3.create_bucket(Bucket="smoke-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.create_bucket(
+        Bucket="smoke-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
     # Read back with an independent client, not through the block.
     endpoint = aws_credentials.aws_client_parameters.endpoint_url
-    independent = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-1",
-                               aws_access_key_id="x", aws_secret_access_key="y")
+    independent = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
     assert [b["Name"] for b in independent.list_buckets()["Buckets"]] == ["smoke-bucket"]
 
 
