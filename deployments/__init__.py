@@ -1,1 +1,1 @@
-"""deployments."""
+"""Code that builds and registers MagicFlow's deployments beyond ``prefect.yaml``."""
