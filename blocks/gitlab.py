@@ -1,8 +1,22 @@
 """GitLab connection block: instance URL, access token, TLS verification."""
 
+from typing import Any
+
 import gitlab
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
+
+
+class _GitlabWithoutOwnRetries(gitlab.Gitlab):
+    """python-gitlab retries 429 answers itself whatever ``retry_transient_errors`` says.
+
+    Prefect's task retries are MagicFlow's only retry layer, so the client must
+    surface a 429 at once.
+    """
+
+    def http_request(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("obey_rate_limit", False)
+        return super().http_request(*args, **kwargs)
 
 
 class GitLabConnection(Block):
@@ -46,13 +60,13 @@ class GitLabConnection(Block):
         """Builds a python-gitlab client.
 
         Retries are left to Prefect (see the job contract), so the client's own
-        transient-error retry is off.
+        retries (of 5xx and of 429) are off.
 
         Returns:
             A ``gitlab.Gitlab`` client; no request is made until it is used.
         """
         verify: bool | str = self.ca_cert_path or self.verify_tls
-        return gitlab.Gitlab(
+        return _GitlabWithoutOwnRetries(
             url=self.url,
             private_token=self.token.get_secret_value(),
             ssl_verify=verify,

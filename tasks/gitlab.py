@@ -1,0 +1,733 @@
+"""GitLab jobs: branches, commits of files, merge requests and their approvals.
+
+Every job takes a `GitLabConnection` (or the name of a saved one), reads the
+current state first and writes only what differs, so a second run reports
+``unchanged``. Resources are named ``gitlab:project/<path>/...``:
+
+* ``gitlab:project/platform/tenants/branch/tenant-acme`` for a branch (and for
+  the files committed to it),
+* ``gitlab:project/platform/tenants/merge_request/7`` for a merge request (a
+  merge request a dry run would create is ``.../merge_request/<source>-><target>``).
+
+python-gitlab's errors are translated into `magicflow.errors` in one place
+(`_translated_errors`): 5xx, 408, 429 and connection failures become
+`TransientError` (retried by Prefect), 401/403 `PermissionDeniedError`, 404
+`NotFoundError`, 405/406/409/412 and GitLab's "already exists" / "changed
+since you started editing" answers `ConflictError`, other 4xx
+`InvalidInputError`.
+"""
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import requests
+from gitlab.exceptions import GitlabError, RedirectError
+from gitlab.v4.objects import Project
+from pydantic import BaseModel, ConfigDict
+
+from blocks import GitLabConnection
+from magicflow import (
+    Action,
+    Change,
+    ConflictError,
+    DeadlineExceededError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientError,
+    connection,
+    job,
+    job_logger,
+    report,
+)
+
+T = TypeVar("T")
+
+_PROJECT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+$")
+_FORBIDDEN_IN_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|//|@\{")
+_MAX_TITLE_LENGTH = 255
+# GitLab answers 400 to these, but they mean someone else changed the same thing first.
+_CONFLICT_MESSAGES = (
+    "already exists",
+    "has changed since you started editing",
+    "does not match HEAD",
+)
+# detailed_merge_status values GitLab is still computing: worth a retry, not a failure.
+_PENDING_MERGE_STATUSES = frozenset({"checking", "unchecked", "preparing", "approvals_syncing"})
+
+
+class MergeRequestApproval(BaseModel):
+    """Approval status of one merge request, as read from GitLab.
+
+    Attributes:
+        resource: ``gitlab:project/<path>/merge_request/<iid>``.
+        iid: The merge request's number in its project.
+        state: ``opened``, ``closed``, ``locked`` or ``merged``.
+        approved: True when no more approvals are required.
+        approvals_required: How many approvals the merge request needs.
+        approvals_left: How many approvals are still missing.
+        approvers: Usernames of the users who approved, in approval order.
+        web_url: The merge request's page.
+
+    Example:
+        >>> MergeRequestApproval(resource="gitlab:project/a/b/merge_request/1", iid=1,
+        ...     state="opened", approved=False, approvals_required=1, approvals_left=1,
+        ...     approvers=[], web_url="https://gitlab.example.com/a/b/-/merge_requests/1").approved
+        False
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str
+    iid: int
+    state: str
+    approved: bool
+    approvals_required: int
+    approvals_left: int
+    approvers: list[str]
+    web_url: str
+
+
+@contextmanager
+def _translated_errors(resource: str) -> Iterator[None]:
+    """Re-raises python-gitlab and transport errors as typed MagicFlow errors about `resource`.
+
+    The cause quotes GitLab's short error message, never a request or response
+    body; the original exception is not chained, so nothing else leaks into logs.
+    """
+    try:
+        yield
+    except RedirectError:
+        raise InvalidInputError(
+            resource,
+            "GitLab redirected the request; use the final URL (often https://) in the connection",
+        ) from None
+    except GitlabError as error:
+        code = error.response_code
+        message = " ".join(str(error.error_message or "").split())[:200]
+        cause = f"GitLab answered {code}: {message}" if message else f"GitLab answered {code}"
+        if code is None:
+            raise TransientError(resource, f"unreadable answer from GitLab ({message})") from None
+        if code in (408, 429) or code >= 500:
+            raise TransientError(resource, cause) from None
+        if code in (401, 403):
+            raise PermissionDeniedError(resource, cause) from None
+        if code == 404:
+            raise NotFoundError(resource, cause) from None
+        if code in (405, 406, 409, 412) or any(text in message for text in _CONFLICT_MESSAGES):
+            raise ConflictError(resource, cause) from None
+        raise InvalidInputError(resource, cause) from None
+    except requests.RequestException as error:
+        raise TransientError(resource, f"GitLab unreachable ({type(error).__name__})") from None
+
+
+def _get_or_none(read: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Calls a python-gitlab read; None when GitLab answers 404."""
+    try:
+        return read(*args, **kwargs)
+    except GitlabError as error:
+        if error.response_code == 404:
+            return None
+        raise
+
+
+def _open_project(gitlab: GitLabConnection | str, project: str) -> Project:
+    """The project, read from GitLab (so that a missing project fails clearly and early)."""
+    client = connection(gitlab, GitLabConnection).get_client()
+    with _translated_errors(f"gitlab:project/{project}"):
+        return client.projects.get(project)
+
+
+def _check_project_path(project: str) -> None:
+    if not _PROJECT_PATH.match(project) or project.endswith((".git", ".atom")):
+        raise InvalidInputError(
+            f"gitlab:project/{project}", "project must be a full path such as 'group/repo'"
+        )
+
+
+def _check_branch_name(resource: str, name: str, what: str = "branch") -> None:
+    """Git's ref-name rules (``git check-ref-format``), which GitLab enforces."""
+    if (
+        not name
+        or name in {"@", "HEAD"}
+        or name.startswith(("-", "/"))
+        or name.endswith(("/", ".", ".lock"))
+        or _FORBIDDEN_IN_REF.search(name)
+        or any(part.startswith(".") for part in name.split("/"))
+    ):
+        raise InvalidInputError(resource, f"{what} {name!r} is not a valid git branch name")
+
+
+def _check_file_path(resource: str, path: str) -> None:
+    if not path or "\0" in path or any(part in {"", ".", ".."} for part in path.split("/")):
+        raise InvalidInputError(
+            resource, f"file path {path!r} must be relative, without '.' or '..'"
+        )
+
+
+def _check_iid(resource: str, merge_request_iid: int) -> None:
+    if (
+        isinstance(merge_request_iid, bool)
+        or not isinstance(merge_request_iid, int)
+        or merge_request_iid < 1
+    ):
+        raise InvalidInputError(resource, "merge_request_iid must be a positive integer")
+
+
+@job
+def ensure_branch(
+    gitlab: GitLabConnection | str,
+    project: str,
+    branch: str,
+    ref: str = "main",
+    dry_run: bool = False,
+) -> Change:
+    """Ensures a branch exists, creating it from `ref` when it does not.
+
+    An existing branch is left as it is, wherever it points.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        branch: Name of the branch.
+        ref: Branch, tag or commit sha to create the branch from.
+        dry_run: Read only and report what would be done.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/branch/<branch>``: ``created`` or
+        ``unchanged``; detail has the branch's ``commit`` (and the ``ref`` it was made from).
+
+    Raises:
+        InvalidInputError: A malformed project path, branch name or ref.
+        NotFoundError: The project or `ref` does not exist.
+        PermissionDeniedError: The token may not read or create branches.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import ensure_branch
+
+        @flow
+        def prepare_tenant_branch():
+            ensure_branch("gitlab-prod", project="platform/tenants", branch="tenant/acme")
+        ```
+    """
+    resource = f"gitlab:project/{project}/branch/{branch}"
+    _check_project_path(project)
+    _check_branch_name(resource, branch)
+    if not ref.strip():
+        raise InvalidInputError(resource, "ref must not be empty")
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        existing = _get_or_none(repo.branches.get, branch)
+        if existing is not None:
+            return report(
+                Change(
+                    resource=resource,
+                    action=Action.UNCHANGED,
+                    dry_run=dry_run,
+                    detail={"commit": existing.commit["id"]},
+                )
+            )
+        start = _get_or_none(repo.commits.get, ref)
+        if start is None:
+            raise NotFoundError(resource, f"ref {ref!r} does not exist")
+        detail = {"ref": ref, "commit": start.id}
+        if dry_run:
+            return report(
+                Change(resource=resource, action=Action.CREATED, dry_run=True, detail=detail)
+            )
+        # Create from the sha we read, so the branch is exactly what we report.
+        repo.branches.create({"branch": branch, "ref": start.id})
+    return report(Change(resource=resource, action=Action.CREATED, detail=detail))
+
+
+@job
+def commit_files(
+    gitlab: GitLabConnection | str,
+    project: str,
+    branch: str,
+    files: dict[str, str],
+    commit_message: str,
+    start_branch: str | None = None,
+    dry_run: bool = False,
+) -> Change:
+    """Ensures files on a branch have the given contents, in one commit.
+
+    Files whose content already matches are left out; when all match, nothing
+    is committed. Files not listed are never touched.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        branch: Branch to commit to.
+        files: Path in the repository -> wanted text content (UTF-8).
+        commit_message: Message of the commit, when one is needed.
+        start_branch: When `branch` does not exist, create it from this branch
+            (in the same commit). Without it a missing branch is an error.
+        dry_run: Read only and report what would be done.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/branch/<branch>``: ``created``
+        when the commit only adds files (or creates the branch), ``updated`` when
+        it changes at least one existing file, ``unchanged`` when no commit was
+        needed. Detail lists the ``created`` and ``updated`` paths and the
+        ``commit`` sha (the new commit, or the branch head when unchanged).
+
+    Raises:
+        InvalidInputError: A malformed project, branch, file path or an empty
+            file list or commit message.
+        NotFoundError: The project, the branch (without `start_branch`) or
+            `start_branch` does not exist.
+        ConflictError: A file changed on GitLab between our read and the commit.
+        PermissionDeniedError: The token may not read or push.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import commit_files
+
+        @flow
+        def publish_tenant_config():
+            commit_files(
+                "gitlab-prod",
+                project="platform/tenants",
+                branch="tenant/acme",
+                start_branch="main",
+                files={"tenants/acme.yaml": "name: acme"},
+                commit_message="Add tenant acme",
+            )
+        ```
+    """
+    resource = f"gitlab:project/{project}/branch/{branch}"
+    _check_project_path(project)
+    _check_branch_name(resource, branch)
+    if start_branch is not None:
+        _check_branch_name(resource, start_branch, "start_branch")
+    if not files:
+        raise InvalidInputError(resource, "files must name at least one file")
+    for path, content in files.items():
+        _check_file_path(resource, path)
+        if not isinstance(content, str):
+            raise InvalidInputError(resource, f"content of {path!r} must be text")
+    if not commit_message.strip():
+        raise InvalidInputError(resource, "commit_message must not be empty")
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        head = _get_or_none(repo.branches.get, branch)
+        if head is None:
+            if start_branch is None:
+                raise NotFoundError(
+                    resource, "branch does not exist (pass start_branch to create it)"
+                )
+            start = _get_or_none(repo.branches.get, start_branch)
+            if start is None:
+                raise NotFoundError(resource, f"start_branch {start_branch!r} does not exist")
+            base_sha = start.commit["id"]
+        else:
+            base_sha = head.commit["id"]
+        created: list[str] = []
+        updated: list[str] = []
+        actions: list[dict[str, str]] = []
+        # Read every file at one commit, so the comparison sees one consistent tree.
+        for path, content in sorted(files.items()):
+            current = _get_or_none(repo.files.get, path, ref=base_sha)
+            if current is None:
+                created.append(path)
+                actions.append({"action": "create", "file_path": path, "content": content})
+            elif current.decode() != content.encode():
+                updated.append(path)
+                # last_commit_id makes GitLab refuse the update if someone changed the file since.
+                actions.append(
+                    {
+                        "action": "update",
+                        "file_path": path,
+                        "content": content,
+                        "last_commit_id": current.last_commit_id,
+                    }
+                )
+        if head is not None and not actions:
+            return report(
+                Change(
+                    resource=resource,
+                    action=Action.UNCHANGED,
+                    dry_run=dry_run,
+                    detail={"commit": base_sha, "created": [], "updated": []},
+                )
+            )
+        action = Action.UPDATED if updated else Action.CREATED
+        paths: dict[str, Any] = {"created": created, "updated": updated}
+        if dry_run:
+            return report(
+                Change(
+                    resource=resource,
+                    action=action,
+                    dry_run=True,
+                    detail=paths,
+                )
+            )
+        if actions:
+            data: dict[str, Any] = {
+                "branch": branch,
+                "commit_message": commit_message,
+                "actions": actions,
+            }
+            if head is None:
+                data["start_sha"] = base_sha
+            commit_sha = repo.commits.create(data).id
+        else:
+            # A new branch whose files already match its start: only the branch is missing.
+            commit_sha = repo.branches.create({"branch": branch, "ref": base_sha}).commit["id"]
+    return report(
+        Change(
+            resource=resource,
+            action=action,
+            detail={"commit": commit_sha, **paths},
+        )
+    )
+
+
+@job
+def ensure_merge_request(
+    gitlab: GitLabConnection | str,
+    project: str,
+    source_branch: str,
+    target_branch: str,
+    title: str,
+    description: str = "",
+    dry_run: bool = False,
+) -> Change:
+    """Ensures an open merge request from `source_branch` into `target_branch` with this text.
+
+    The open merge request for the same branches is reused (GitLab allows only
+    one); its title and description are updated when they differ.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        source_branch: Branch with the changes.
+        target_branch: Branch to merge into.
+        title: Title of the merge request (at most 255 characters).
+        description: Description (Markdown).
+        dry_run: Read only and report what would be done. A dry run does not
+            fail on missing branches (an earlier dry-run job may not have made
+            them); it lists them in ``detail["missing_branches"]``.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/merge_request/<iid>``
+        (``.../merge_request/<source>-><target>`` for one a dry run would
+        create): ``created``, ``updated`` (detail ``changed`` lists the fields)
+        or ``unchanged``; detail has ``iid`` and ``web_url`` once it exists.
+
+    Raises:
+        InvalidInputError: Malformed names, equal branches or a bad title.
+        NotFoundError: The project or one of the branches does not exist.
+        ConflictError: Someone opened the same merge request at the same moment.
+        PermissionDeniedError: The token may not read or write merge requests.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import ensure_merge_request
+
+        @flow
+        def propose_tenant():
+            ensure_merge_request(
+                "gitlab-prod",
+                project="platform/tenants",
+                source_branch="tenant/acme",
+                target_branch="main",
+                title="Add tenant acme",
+            )
+        ```
+    """
+    resource = f"gitlab:project/{project}/merge_request/{source_branch}->{target_branch}"
+    _check_project_path(project)
+    _check_branch_name(resource, source_branch, "source_branch")
+    _check_branch_name(resource, target_branch, "target_branch")
+    if source_branch == target_branch:
+        raise InvalidInputError(resource, "source_branch and target_branch must differ")
+    if not title.strip() or len(title) > _MAX_TITLE_LENGTH:
+        raise InvalidInputError(resource, f"title must have 1 to {_MAX_TITLE_LENGTH} characters")
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        open_requests = repo.mergerequests.list(
+            state="opened", source_branch=source_branch, target_branch=target_branch, get_all=True
+        )
+        if not open_requests:
+            missing = [
+                b
+                for b in (source_branch, target_branch)
+                if _get_or_none(repo.branches.get, b) is None
+            ]
+            if dry_run:
+                detail: dict[str, Any] = {"missing_branches": missing} if missing else {}
+                return report(
+                    Change(resource=resource, action=Action.CREATED, dry_run=True, detail=detail)
+                )
+            if missing:
+                raise NotFoundError(resource, f"branches do not exist: {', '.join(missing)}")
+            created = repo.mergerequests.create(
+                {
+                    "source_branch": source_branch,
+                    "target_branch": target_branch,
+                    "title": title,
+                    "description": description,
+                }
+            )
+            return report(
+                Change(
+                    resource=f"gitlab:project/{project}/merge_request/{created.iid}",
+                    action=Action.CREATED,
+                    detail={"iid": created.iid, "web_url": created.web_url},
+                )
+            )
+    merge_request = open_requests[0]
+    resource = f"gitlab:project/{project}/merge_request/{merge_request.iid}"
+    wanted = {"title": title, "description": description}
+    changed = [
+        name for name, value in wanted.items() if (getattr(merge_request, name) or "") != value
+    ]
+    detail = {"iid": merge_request.iid, "web_url": merge_request.web_url}
+    if not changed:
+        return report(
+            Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
+        )
+    detail["changed"] = changed
+    if dry_run:
+        return report(Change(resource=resource, action=Action.UPDATED, dry_run=True, detail=detail))
+    with _translated_errors(resource):
+        for name in changed:
+            setattr(merge_request, name, wanted[name])
+        merge_request.save()
+    return report(Change(resource=resource, action=Action.UPDATED, detail=detail))
+
+
+def _read_approval(repo: Project, project: str, merge_request_iid: int) -> MergeRequestApproval:
+    """Reads a merge request and its approvals (two GETs)."""
+    resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
+    with _translated_errors(resource):
+        merge_request = repo.mergerequests.get(merge_request_iid)
+        approvals = merge_request.approvals.get()
+    # GitLab Free omits the counters; a missing counter means no approval is required.
+    return MergeRequestApproval(
+        resource=resource,
+        iid=merge_request.iid,
+        state=merge_request.state,
+        approved=bool(approvals.approved),
+        approvals_required=int(getattr(approvals, "approvals_required", 0) or 0),
+        approvals_left=int(getattr(approvals, "approvals_left", 0) or 0),
+        approvers=[entry["user"]["username"] for entry in approvals.approved_by],
+        web_url=merge_request.web_url,
+    )
+
+
+@job
+def get_merge_request_approval(
+    gitlab: GitLabConnection | str, project: str, merge_request_iid: int
+) -> MergeRequestApproval:
+    """Reads whether a merge request has the approvals it needs.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        merge_request_iid: The merge request's number in the project (``!7`` -> 7).
+
+    Returns:
+        The merge request's `MergeRequestApproval`.
+
+    Raises:
+        InvalidInputError: A malformed project path or iid.
+        NotFoundError: The project or merge request does not exist.
+        PermissionDeniedError: The token may not read the merge request.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import get_merge_request_approval
+
+        @flow
+        def is_acme_approved() -> bool:
+            return get_merge_request_approval("gitlab-prod", "platform/tenants", 7).approved
+        ```
+    """
+    _check_project_path(project)
+    _check_iid(f"gitlab:project/{project}/merge_request/{merge_request_iid}", merge_request_iid)
+    return _read_approval(_open_project(gitlab, project), project, merge_request_iid)
+
+
+@job
+def wait_for_merge_request_approval(
+    gitlab: GitLabConnection | str,
+    project: str,
+    merge_request_iid: int,
+    interval_seconds: float = 30.0,
+    timeout_seconds: float = 3600.0,
+) -> MergeRequestApproval:
+    """Waits until a merge request is approved, checking every `interval_seconds`.
+
+    Every check that finds it not yet approved is logged with the approvals so
+    far. A transient failure of one check fails the job, and Prefect's retry
+    starts the wait again with a full timeout.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        merge_request_iid: The merge request's number in the project.
+        interval_seconds: Seconds between two checks (> 0).
+        timeout_seconds: Seconds after which to give up (>= 0; 0 checks once).
+
+    Returns:
+        The `MergeRequestApproval` that showed it approved.
+
+    Raises:
+        InvalidInputError: A malformed project path or iid, or bad durations.
+        ConflictError: The merge request was closed, or merged without the
+            required approvals; no approval can come any more.
+        DeadlineExceededError: Still not approved after `timeout_seconds`.
+        NotFoundError: The project or merge request does not exist.
+        PermissionDeniedError: The token may not read the merge request.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import merge_merge_request, wait_for_merge_request_approval
+
+        @flow
+        def merge_when_approved(iid: int):
+            wait_for_merge_request_approval("gitlab-prod", "platform/tenants", iid,
+                                            interval_seconds=60, timeout_seconds=86400)
+            merge_merge_request("gitlab-prod", "platform/tenants", iid)
+        ```
+    """
+    resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
+    _check_project_path(project)
+    _check_iid(resource, merge_request_iid)
+    if not interval_seconds > 0:
+        raise InvalidInputError(resource, "interval_seconds must be greater than 0")
+    if not timeout_seconds >= 0:
+        raise InvalidInputError(resource, "timeout_seconds must not be negative")
+    repo = _open_project(gitlab, project)
+    logger = job_logger()
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        approval = _read_approval(repo, project, merge_request_iid)
+        given = f"{len(approval.approvers)} of {approval.approvals_required} approvals"
+        if approval.state == "closed":
+            raise ConflictError(
+                resource, f"merge request was closed before it was approved ({given})"
+            )
+        if approval.approved:
+            logger.info(
+                "%s: approved (%s: %s)",
+                resource,
+                given,
+                ", ".join(approval.approvers) or "none needed",
+            )
+            return approval
+        if approval.state == "merged":
+            raise ConflictError(
+                resource, f"merge request was merged without the required approvals ({given})"
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceededError(
+                resource, f"not approved after {timeout_seconds:g} s ({given})"
+            )
+        logger.info(
+            "%s: waiting for approval, %s, next check in %g s",
+            resource,
+            given,
+            min(interval_seconds, remaining),
+        )
+        time.sleep(min(interval_seconds, remaining))
+
+
+@job
+def merge_merge_request(
+    gitlab: GitLabConnection | str,
+    project: str,
+    merge_request_iid: int,
+    merge_commit_message: str | None = None,
+    remove_source_branch: bool = False,
+    dry_run: bool = False,
+) -> Change:
+    """Ensures a merge request is merged, merging it when it is open and mergeable.
+
+    The merge is pinned to the source commit that was checked, so a push made
+    in between fails with a conflict instead of merging unreviewed changes.
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        merge_request_iid: The merge request's number in the project.
+        merge_commit_message: Message of the merge commit; GitLab's default when None.
+        remove_source_branch: Delete the source branch after the merge.
+        dry_run: Read only and report what would be done.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/merge_request/<iid>``:
+        ``updated`` when merged now, ``unchanged`` when it already was; detail
+        has ``iid``, ``web_url`` and ``merge_commit_sha`` (not in a dry run).
+
+    Raises:
+        InvalidInputError: A malformed project path or iid, or an empty message.
+        ConflictError: The merge request is closed, or not mergeable (not
+            approved, draft, conflicts, no commits, pipeline...), or its source
+            branch moved during the merge.
+        NotFoundError: The project or merge request does not exist.
+        PermissionDeniedError: The token may not merge.
+        TransientError: GitLab is unreachable, failing or still computing
+            mergeability (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import merge_merge_request
+
+        @flow
+        def merge_acme():
+            merge_merge_request("gitlab-prod", "platform/tenants", 7, remove_source_branch=True)
+        ```
+    """
+    resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
+    _check_project_path(project)
+    _check_iid(resource, merge_request_iid)
+    if merge_commit_message is not None and not merge_commit_message.strip():
+        raise InvalidInputError(resource, "merge_commit_message must not be empty when given")
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        merge_request = repo.mergerequests.get(merge_request_iid)
+    detail: dict[str, Any] = {"iid": merge_request.iid, "web_url": merge_request.web_url}
+    if merge_request.state == "merged":
+        detail["merge_commit_sha"] = merge_request.merge_commit_sha
+        return report(
+            Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
+        )
+    if merge_request.state != "opened":
+        raise ConflictError(
+            resource, f"merge request is {merge_request.state}, it cannot be merged"
+        )
+    status = str(getattr(merge_request, "detailed_merge_status", "mergeable"))
+    if status in _PENDING_MERGE_STATUSES:
+        raise TransientError(resource, f"GitLab is still checking mergeability ({status})")
+    if status != "mergeable":
+        raise ConflictError(resource, f"merge request is not mergeable ({status})")
+    if dry_run:
+        return report(Change(resource=resource, action=Action.UPDATED, dry_run=True, detail=detail))
+    with _translated_errors(resource):
+        merged = merge_request.merge(
+            merge_commit_message=merge_commit_message,
+            should_remove_source_branch=remove_source_branch or None,
+            sha=merge_request.sha,
+        )
+    detail["merge_commit_sha"] = merged["merge_commit_sha"]
+    return report(Change(resource=resource, action=Action.UPDATED, detail=detail))
