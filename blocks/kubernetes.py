@@ -75,14 +75,17 @@ class KubernetesConnection(Block):
         Returns:
             A ``kubernetes.client.ApiClient`` to pass to ``CoreV1Api`` and friends.
         """
+        # retries=0: Prefect's task retries are the only retry layer (urllib3 would
+        # otherwise retry connection errors 3 times under every Prefect attempt).
+        configuration = k8s_client.Configuration(retries=0)
         if self.kubeconfig is not None:
             config = yaml.safe_load(self.kubeconfig.get_secret_value())
-            return k8s_config.new_client_from_config_dict(config, context=self.context)
-        configuration = k8s_client.Configuration()
-        configuration.host = self.api_server_url
+            return k8s_config.new_client_from_config_dict(
+                config, context=self.context, client_configuration=configuration
+            )
+        configuration.host = str(self.api_server_url)  # set: the validator requires it
         if self.token is not None:
-            configuration.api_key = {"authorization": self.token.get_secret_value()}
-            configuration.api_key_prefix = {"authorization": "Bearer"}
+            configuration.api_key = {"BearerToken": f"Bearer {self.token.get_secret_value()}"}
         configuration.verify_ssl = not self.insecure_skip_tls_verify
         if self.ca_cert_pem:
             configuration.ssl_ca_cert = str(_ca_file(self.ca_cert_pem))
@@ -91,7 +94,10 @@ class KubernetesConnection(Block):
 
 def _ca_file(pem: str) -> Path:
     """The kubernetes client reads its CA from a file; keep one per distinct CA."""
-    path = Path(tempfile.gettempdir()) / f"magicflow-k8s-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+    path = (
+        Path(tempfile.gettempdir())
+        / f"magicflow-k8s-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
+    )
     if not path.exists():
         path.write_text(pem)
     return path

@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from prefect import Task, task
 from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -72,6 +73,8 @@ def job(
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Makes a function a MagicFlow job: a Prefect task with the shared retry rule.
 
+    Jobs are never cached: each call reads the current state of its resource.
+
     Args:
         fn: The job function (when used as ``@job`` without arguments).
         retries: How often to retry a `TransientError`.
@@ -94,6 +97,10 @@ def job(
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         return task(
             name=name or function.__name__,
+            # A job must read live state every time. Prefect's default policy would
+            # also reuse a result when only a SecretStr input changed (it hashes
+            # them masked), silently skipping a rotation.
+            cache_policy=NO_CACHE,
             retries=retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=2),
             retry_jitter_factor=0.5,

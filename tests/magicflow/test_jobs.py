@@ -45,3 +45,24 @@ def test_transient_error_gives_up_after_the_retry_budget() -> None:
     with pytest.raises(TransientError):
         flaky()
     assert len(calls) == 4
+
+
+def test_jobs_are_never_served_from_cache_even_when_only_a_secret_changed() -> None:
+    from prefect import flow
+    from pydantic import SecretStr
+
+    seen: list[str] = []
+
+    @job
+    def write_secret(value: SecretStr, dry_run: bool = False) -> Change:
+        seen.append(value.get_secret_value())
+        return Change(resource="demo:secret/x", action="updated")
+
+    @flow(persist_result=True)
+    def rotate() -> None:
+        write_secret(SecretStr("old"))
+        write_secret(SecretStr("new"))
+        write_secret(SecretStr("new"))
+
+    rotate()
+    assert seen == ["old", "new", "new"]

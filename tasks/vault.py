@@ -1,0 +1,410 @@
+"""Vault (or OpenBao) jobs: secrets in a KV version 2 engine, written with check-and-set.
+
+Every write carries ``cas`` = the version the job read (``0`` when the secret did not
+exist), so a writer that changed the secret in between is never silently overwritten:
+Vault refuses the write and the job raises `ConflictError`. Values are ``SecretStr``
+and never reach logs, results or errors; `Change.detail` lists changed KEYS only.
+"""
+
+import json
+import secrets
+import string
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import hvac
+import hvac.exceptions
+import requests
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from blocks import VaultConnection
+from magicflow import (
+    Action,
+    Change,
+    ConflictError,
+    InvalidInputError,
+    MagicFlowError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientError,
+    connection,
+    job,
+    job_logger,
+    report,
+)
+
+_CAS_MISMATCH = "check-and-set parameter did not match the current version"
+
+_PATH_SEGMENT_CHARS = frozenset(string.ascii_letters + string.digits + "-_.@+=:,")
+_GENERATED_ALPHABET = string.ascii_letters + string.digits
+_GENERATED_LENGTHS = range(16, 4097)
+
+WritePolicy = Literal["overwrite", "create_only"]
+"""``overwrite``: converge to the given data. ``create_only``: write once, never rotate."""
+
+
+class KvSecret(BaseModel):
+    """One version of a KV v2 secret, as read by `read_kv_secret`.
+
+    Attributes:
+        resource: ``vault:kv/<mount>/<path>``.
+        version: The version read.
+        created_time: When that version was written.
+        data: Key -> value; values are ``SecretStr`` (non-string values as JSON text),
+            so printing or serialising the model shows no secret.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str
+    version: int
+    created_time: datetime
+    data: dict[str, SecretStr]
+
+
+@dataclass(frozen=True)
+class _Current:
+    """What the job read: the current version (0 when never written) and its data.
+
+    `data` is None when the secret does not exist or its latest version is deleted
+    or destroyed; the next write then still needs ``cas=version``.
+    """
+
+    version: int
+    data: dict[str, Any] | None
+
+
+def _check_path(resource: str, path: str) -> None:
+    segments = path.split("/") if isinstance(path, str) else [""]
+    if (
+        not isinstance(path, str)
+        or not path
+        or len(path) > 512
+        or any(
+            segment in ("", ".", "..") or not set(segment) <= _PATH_SEGMENT_CHARS
+            for segment in segments
+        )
+    ):
+        raise InvalidInputError(
+            resource,
+            "path must be '/'-separated segments of letters, digits and -_.@+=:, "
+            "with no empty, '.' or '..' segment and no leading or trailing '/'",
+        )
+
+
+def _plain_values(resource: str, data: Mapping[str, SecretStr]) -> dict[str, str]:
+    """Checks the keys and values to write and unwraps the values (kept in memory only)."""
+    if not isinstance(data, Mapping) or not data:
+        raise InvalidInputError(resource, "data must be a non-empty mapping of key -> SecretStr")
+    plain = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not key or not key.isprintable():
+            raise InvalidInputError(resource, f"data key {key!r} must be a non-empty string")
+        if not isinstance(value, SecretStr) or not value.get_secret_value():
+            raise InvalidInputError(resource, f"data[{key}] must be a non-empty SecretStr")
+        plain[key] = value.get_secret_value()
+    return plain
+
+
+def _translate(resource: str, step: str, error: Exception) -> MagicFlowError:
+    """The one place that maps hvac and requests errors to MagicFlow's typed errors."""
+    if isinstance(error, hvac.exceptions.VaultError):
+        reason = "; ".join(str(e).strip() for e in error.errors or []) or type(error).__name__
+        cause = f"{step} failed: {reason}"[:400]
+        if isinstance(error, hvac.exceptions.InvalidRequest):
+            if _CAS_MISMATCH in reason:
+                return ConflictError(
+                    resource,
+                    f"check-and-set conflict while {step}: the secret was written by someone "
+                    "else after this job read it; nothing was overwritten",
+                )
+            return InvalidInputError(resource, cause)
+        if isinstance(error, hvac.exceptions.Unauthorized | hvac.exceptions.Forbidden):
+            return PermissionDeniedError(resource, cause)
+        if isinstance(error, hvac.exceptions.InvalidPath):
+            return NotFoundError(resource, cause)
+        # UnexpectedError covers statuses hvac does not name, chiefly 504 from a proxy
+        # and 412 (Vault Enterprise: "not replicated yet, retry"): both pass on their own.
+        transient = (
+            hvac.exceptions.RateLimitExceeded,
+            hvac.exceptions.InternalServerError,
+            hvac.exceptions.VaultDown,
+            hvac.exceptions.BadGateway,
+            hvac.exceptions.UnexpectedError,
+        )
+        if isinstance(error, transient):
+            return TransientError(resource, cause)
+        return MagicFlowError(resource, cause)
+    if isinstance(error, requests.exceptions.SSLError):
+        return MagicFlowError(resource, f"{step} failed: TLS error, check the CA bundle")
+    if isinstance(
+        error,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | requests.exceptions.ChunkedEncodingError,
+    ):
+        return TransientError(
+            resource, f"{step} failed: Vault unreachable or too slow ({type(error).__name__})"
+        )
+    return MagicFlowError(resource, f"{step} failed: {type(error).__name__}")
+
+
+@contextmanager
+def _translated(resource: str, step: str) -> Iterator[None]:
+    try:
+        yield
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
+        raise _translate(resource, step, error) from error
+
+
+def _target(vault: VaultConnection | str, path: str) -> tuple[VaultConnection, str]:
+    """The connection block and the resource id, after checking the path."""
+    block = connection(vault, VaultConnection)
+    resource = f"vault:kv/{block.kv_mount}/{path}"
+    _check_path(resource, path)
+    return block, resource
+
+
+@contextmanager
+def _kv_v2(block: VaultConnection, resource: str) -> Iterator[Any]:
+    """The KV v2 API of an authenticated client, closed afterwards."""
+    with _translated(resource, "logging in"):
+        client = block.get_client()
+    try:
+        yield client.secrets.kv.v2
+    finally:
+        client.adapter.close()
+
+
+def _read_current(kv: Any, mount: str, path: str, resource: str) -> _Current:
+    with _translated(resource, "reading"):
+        try:
+            response = kv.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=False
+            )
+        except hvac.exceptions.InvalidPath as error:
+            # A missing secret is a bare 404; a 404 with an error text ("no handler
+            # for route": a wrong mount) is a real failure.
+            if error.errors:
+                raise
+            return _Current(version=0, data=None)
+    secret = response["data"]
+    return _Current(version=int(secret["metadata"]["version"]), data=secret["data"])
+
+
+def _unchanged(resource: str, dry_run: bool, **detail: Any) -> Change:
+    return report(
+        Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
+    )
+
+
+def _converge(
+    kv: Any,
+    mount: str,
+    path: str,
+    resource: str,
+    current: _Current,
+    wanted: dict[str, str],
+    dry_run: bool,
+) -> Change:
+    """Writes `wanted` with ``cas=current.version`` unless it is already there."""
+    old = current.data or {}
+    changed_keys = sorted(
+        key for key in old.keys() | wanted.keys() if old.get(key) != wanted.get(key)
+    )
+    if current.data is not None and not changed_keys:
+        return _unchanged(resource, dry_run, version=current.version)
+    action = Action.CREATED if current.data is None else Action.UPDATED
+    detail: dict[str, Any] = {"changed_keys": changed_keys, "previous_version": current.version}
+    if not dry_run:
+        with _translated(resource, f"writing with check-and-set version {current.version}"):
+            written = kv.create_or_update_secret(
+                path=path, secret=wanted, cas=current.version, mount_point=mount
+            )
+        detail["version"] = int(written["data"]["version"])
+    return report(Change(resource=resource, action=action, dry_run=dry_run, detail=detail))
+
+
+@job
+def ensure_kv_secret(
+    vault: VaultConnection | str,
+    path: str,
+    data: Mapping[str, SecretStr],
+    policy: WritePolicy = "overwrite",
+    dry_run: bool = False,
+) -> Change:
+    """Ensures a KV v2 secret holds exactly `data`, writing a new version only if it differs.
+
+    The write uses check-and-set against the version read, so a concurrent writer is
+    detected instead of overwritten.
+
+    Args:
+        vault: The Vault connection (its ``kv_mount`` is the engine), or its saved name.
+        path: The secret's path inside the mount, e.g. ``acme/db``.
+        data: Key -> value. With ``overwrite`` the secret converges to exactly these
+            keys (keys not given are dropped from the new version).
+        policy: ``overwrite`` (default) writes when the data differs. ``create_only``
+            writes only when the secret does not exist, for generated credentials that
+            must never rotate: an existing secret is kept and reported ``unchanged``
+            even when the given value differs.
+        dry_run: Read only, and report what would change.
+
+    Returns:
+        The change to ``vault:kv/<mount>/<path>``; ``detail`` holds the changed keys and
+        the previous and new version numbers.
+
+    Raises:
+        InvalidInputError: Bad path, policy, key or empty value (nothing written), or
+            Vault rejected the request.
+        ConflictError: Someone else wrote the secret between the read and the write.
+        PermissionDeniedError: The token may not read or write the path.
+        NotFoundError: The mount does not exist.
+        TransientError: Vault failed, was sealed or unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from pydantic import SecretStr
+        from tasks.vault import ensure_kv_secret
+
+        @flow
+        def store_db_password(password: SecretStr):
+            ensure_kv_secret("prod-vault", "acme/db", {"password": password})
+        ```
+    """
+    block, resource = _target(vault, path)
+    if policy not in ("overwrite", "create_only"):
+        raise InvalidInputError(resource, f"policy {policy!r} is not overwrite or create_only")
+    wanted = _plain_values(resource, data)
+    with _kv_v2(block, resource) as kv:
+        current = _read_current(kv, block.kv_mount, path, resource)
+        if policy == "create_only" and current.data is not None:
+            return _unchanged(resource, dry_run, version=current.version, policy=policy)
+        return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
+
+
+@job
+def ensure_generated_kv_secret(
+    vault: VaultConnection | str,
+    path: str,
+    key: str = "password",
+    length: int = 32,
+    dry_run: bool = False,
+) -> Change:
+    """Ensures a KV v2 secret exists, generating a random value for `key` on first run.
+
+    The value (letters and digits from `secrets`, about 5.95 bits per character) is
+    generated only when the secret does not exist, written with check-and-set so it
+    is created once and never rotated, and never returned or logged: read it with
+    `read_kv_secret` where it is needed.
+
+    Args:
+        vault: The Vault connection (its ``kv_mount`` is the engine), or its saved name.
+        path: The secret's path inside the mount, e.g. ``acme/db``.
+        key: The key to hold the generated value.
+        length: Characters to generate, 16 to 4096.
+        dry_run: Read only, and report what would change.
+
+    Returns:
+        The change to ``vault:kv/<mount>/<path>``: ``created`` on the first run,
+        ``unchanged`` afterwards.
+
+    Raises:
+        InvalidInputError: Bad path, key or length (nothing written).
+        ConflictError: The secret exists without `key` (it is left alone), or someone
+            else created it between the read and the write.
+        PermissionDeniedError: The token may not read or write the path.
+        TransientError: Vault failed, was sealed or unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.vault import ensure_generated_kv_secret
+
+        @flow
+        def db_credentials(team: str):
+            ensure_generated_kv_secret("prod-vault", f"{team}/db", key="password")
+        ```
+    """
+    block, resource = _target(vault, path)
+    if not isinstance(key, str) or not key or not key.isprintable():
+        raise InvalidInputError(resource, f"key {key!r} must be a non-empty string")
+    if not isinstance(length, int) or length not in _GENERATED_LENGTHS:
+        raise InvalidInputError(resource, f"length must be 16 to 4096, not {length!r}")
+    with _kv_v2(block, resource) as kv:
+        current = _read_current(kv, block.kv_mount, path, resource)
+        if current.data is not None:
+            if key not in current.data:
+                raise ConflictError(
+                    resource,
+                    f"secret exists without key {key!r}; it is not generated by this job, "
+                    "so it is left alone",
+                )
+            return _unchanged(resource, dry_run, version=current.version, policy="create_only")
+        generated = "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
+        return _converge(kv, block.kv_mount, path, resource, current, {key: generated}, dry_run)
+
+
+@job
+def read_kv_secret(vault: VaultConnection | str, path: str, version: int | None = None) -> KvSecret:
+    """Reads one version of a KV v2 secret; its values come back as ``SecretStr``.
+
+    Its result holds secret values, so this job never persists its result to
+    Prefect's result storage, whatever the settings.
+
+    Args:
+        vault: The Vault connection (its ``kv_mount`` is the engine), or its saved name.
+        path: The secret's path inside the mount, e.g. ``acme/db``.
+        version: The version to read; the latest when None.
+
+    Returns:
+        A `KvSecret` with the version, its creation time and the data as ``SecretStr``.
+
+    Raises:
+        InvalidInputError: Bad path or version.
+        NotFoundError: The secret, or that version, does not exist or is deleted.
+        PermissionDeniedError: The token may not read the path.
+        TransientError: Vault failed, was sealed or unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.vault import read_kv_secret
+
+        @flow
+        def rotate_app_config():
+            secret = read_kv_secret("prod-vault", "acme/db")
+            password = secret.data["password"].get_secret_value()
+        ```
+    """
+    block, resource = _target(vault, path)
+    if version is not None and (not isinstance(version, int) or version < 1):
+        raise InvalidInputError(resource, f"version must be a positive integer, not {version!r}")
+    with _kv_v2(block, resource) as kv:
+        with _translated(resource, "reading" if version is None else f"reading version {version}"):
+            response = kv.read_secret_version(
+                path=path,
+                version=version,
+                mount_point=block.kv_mount,
+                raise_on_deleted_version=True,
+            )
+        secret, metadata = response["data"]["data"], response["data"]["metadata"]
+        result = KvSecret(
+            resource=resource,
+            version=int(metadata["version"]),
+            created_time=metadata["created_time"],
+            data={
+                name: SecretStr(value if isinstance(value, str) else json.dumps(value))
+                for name, value in secret.items()
+            },
+        )
+    job_logger().info("%s: read version %d, keys %s", resource, result.version, sorted(result.data))
+    return result
+
+
+# Never written to result storage: the result holds secret values, and pickling a
+# SecretStr stores its plain value.
+read_kv_secret = read_kv_secret.with_options(persist_result=False)
