@@ -1,1 +1,74 @@
-"""tasks."""
+"""Jobs: idempotent, dry-runnable Prefect tasks, one module per external system.
+
+Every job takes its connection as a block (or a saved block's name), returns a
+`magicflow.Change` (check jobs return a small result model), supports
+``dry_run=True`` and raises typed `magicflow` errors. See the README's job catalogue.
+
+Example:
+    ```python
+    from prefect import flow
+    from tasks import ensure_namespace, ensure_resource_quota
+
+    @flow
+    def onboard(team: str):
+        return [
+            ensure_namespace("prod-cluster", team, labels={"team": team}),
+            ensure_resource_quota("prod-cluster", team, "default", {"requests.cpu": "4"}),
+        ]
+    ```
+"""
+
+from tasks.gcp import (
+    GcpQuota,
+    GcsObjectGeneration,
+    GcsObjectGenerations,
+    GcsObjectHistory,
+    ensure_gcp_secret,
+    ensure_gcs_bucket,
+    get_gcp_quota,
+    list_gcs_object_generations,
+    request_gcp_quota_increase,
+)
+from tasks.gitlab import (
+    MergeRequestApproval,
+    commit_files,
+    ensure_branch,
+    ensure_merge_request,
+    get_merge_request_approval,
+    merge_merge_request,
+    wait_for_merge_request_approval,
+)
+from tasks.kubernetes import (
+    ensure_limit_range,
+    ensure_namespace,
+    ensure_resource_quota,
+    ensure_secret,
+)
+from tasks.vault import KvSecret, ensure_generated_kv_secret, ensure_kv_secret, read_kv_secret
+
+__all__ = [
+    "GcpQuota",
+    "GcsObjectGeneration",
+    "GcsObjectGenerations",
+    "GcsObjectHistory",
+    "KvSecret",
+    "MergeRequestApproval",
+    "commit_files",
+    "ensure_branch",
+    "ensure_gcp_secret",
+    "ensure_gcs_bucket",
+    "ensure_generated_kv_secret",
+    "ensure_kv_secret",
+    "ensure_limit_range",
+    "ensure_merge_request",
+    "ensure_namespace",
+    "ensure_resource_quota",
+    "ensure_secret",
+    "get_gcp_quota",
+    "get_merge_request_approval",
+    "list_gcs_object_generations",
+    "merge_merge_request",
+    "read_kv_secret",
+    "request_gcp_quota_increase",
+    "wait_for_merge_request_approval",
+]

@@ -1,0 +1,45 @@
+"""Every exported job follows the contract's shape and is in the README's catalogue."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+from prefect import Task
+from prefect.cache_policies import NO_CACHE
+
+import tasks
+from magicflow import retry_on_transient
+
+JOBS = {name: getattr(tasks, name) for name in tasks.__all__ if isinstance(getattr(tasks, name), Task)}
+WRITING_PREFIXES = ("ensure_", "put_", "commit_", "merge_", "request_")
+README = (Path(__file__).parents[2] / "README.md").read_text()
+
+
+def test_catalogue_is_not_empty() -> None:
+    assert len(JOBS) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_job_is_documented_with_an_example(name: str) -> None:
+    doc = inspect.getdoc(JOBS[name].fn) or ""
+    for section in ("Args:", "Returns:", "Example"):
+        assert section in doc, f"{name}'s docstring has no {section}"
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_job_uses_the_shared_retry_rule_and_is_never_cached(name: str) -> None:
+    job = JOBS[name]
+    assert job.retry_condition_fn is retry_on_transient
+    assert job.retries >= 1
+    assert job.cache_policy is NO_CACHE
+
+
+@pytest.mark.parametrize("name", sorted(n for n in JOBS if n.startswith(WRITING_PREFIXES)))
+def test_writing_job_supports_dry_run(name: str) -> None:
+    parameter = inspect.signature(JOBS[name].fn).parameters.get("dry_run")
+    assert parameter is not None and parameter.default is False
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_job_is_in_the_readme_catalogue(name: str) -> None:
+    assert f"| `{name}` |" in README
