@@ -1,4 +1,4 @@
-"""MagicFlow's shared contract: the `Change` model, typed errors and the job decorator.
+"""MagicFlow's shared contract: `Change`, typed errors, the job and workflow decorators.
 
 Everything that `tasks`, `flows`, `blocks` and the `magicflow` command share lives
 here, so that each concept has exactly one definition.
@@ -20,6 +20,7 @@ from magicflow.errors import (
     TransientError,
 )
 from magicflow.jobs import connection, job, job_logger, report, retry_on_transient
+from magicflow.workflows import workflow
 
 __all__ = [
     "Action",
@@ -38,4 +39,5 @@ __all__ = [
     "report",
     "retry_on_transient",
     "summarize_changes",
+    "workflow",
 ]

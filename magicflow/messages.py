@@ -156,9 +156,10 @@ def signature_is_valid(value: bytes, signature: bytes | str | None, secret: Secr
     """
     if signature is None:
         return False
-    if isinstance(signature, bytes):
-        signature = signature.decode("ascii", errors="replace")
-    return hmac.compare_digest(signature, sign(value, secret))
+    if isinstance(signature, str):
+        signature = signature.encode("utf-8", errors="replace")
+    # Bytes on both sides: compare_digest refuses non-ASCII str, and a header is untrusted.
+    return hmac.compare_digest(signature, sign(value, secret).encode())
 
 
 async def publish_status(producer: AIOKafkaProducer, status: WorkflowStatus, topic: str) -> None:

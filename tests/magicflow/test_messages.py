@@ -81,4 +81,6 @@ def test_signature_checks_value_and_secret() -> None:
     assert not signature_is_valid(value + b" ", signature, secret)
     assert not signature_is_valid(value, signature, SecretStr("other"))
     assert not signature_is_valid(value, None, secret)
+    assert not signature_is_valid(value, "sha256=é", secret)
+    assert not signature_is_valid(value, b"\xff\xfe", secret)
     assert "shared" not in signature

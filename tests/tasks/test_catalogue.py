@@ -10,7 +10,9 @@ from prefect.cache_policies import NO_CACHE
 import tasks
 from magicflow import retry_on_transient
 
-JOBS = {name: getattr(tasks, name) for name in tasks.__all__ if isinstance(getattr(tasks, name), Task)}
+JOBS = {
+    name: getattr(tasks, name) for name in tasks.__all__ if isinstance(getattr(tasks, name), Task)
+}
 WRITING_PREFIXES = ("ensure_", "put_", "commit_", "merge_", "request_")
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -1,0 +1,76 @@
+"""Serves small test workflows as deployments on the Prefect API given in the environment.
+
+Run by the ``served_workflows`` fixture (tests/fixtures/workflows.py) as a
+subprocess: ``PREFECT_API_URL`` points at the session's test server, and the
+runner polls for scheduled runs every ``--poll-seconds``. Each flow run executes
+in a child process of this one, so a test can kill the flow-run process while
+the runner (this process) stays up and reports the crash.
+
+tests/fixtures/workflows.py builds its deployment-name constants from
+`DEPLOYMENT_NAME` and the flow names below. Importing this module serves nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from magicflow import Change, ConflictError, InvalidInputError
+from magicflow.workflows import workflow
+
+DEPLOYMENT_NAME = "served"
+
+
+@workflow(name="test-changes")
+def changes_workflow(tenant: str = "acme") -> list[Change]:
+    """Returns two changes at once."""
+    return [
+        Change(resource=f"test:namespace/{tenant}", action="created"),
+        Change(resource=f"test:quota/{tenant}", action="unchanged"),
+    ]
+
+
+@workflow(name="test-failure")
+def failing_workflow(tenant: str = "acme") -> list[Change]:
+    """Fails with a typed error."""
+    raise ConflictError(f"test:namespace/{tenant}", "changed by someone else")
+
+
+@workflow(name="test-sleep")
+def sleeping_workflow(pid_file: str, seconds: float = 60.0) -> list[Change]:
+    """Writes its process id to ``pid_file``, then sleeps (for kill and cancel tests)."""
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return [Change(resource="test:sleep/done", action="unchanged")]
+
+
+@workflow(name="test-secret")
+def secret_workflow(token: SecretStr, fail: bool = False) -> list[Change]:
+    """Takes a secret parameter; fails, if asked, with an error that mentions it safely."""
+    if fail:
+        raise InvalidInputError("test:token/api", f"token {token} is not accepted")
+    return [Change(resource="test:token/api", action="updated", detail={"length": len(token)})]
+
+
+def main() -> None:
+    """Serves the test workflows until terminated."""
+    from prefect import serve
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--poll-seconds", type=float, default=0.5)
+    args = parser.parse_args()
+    flows = (changes_workflow, failing_workflow, sleeping_workflow, secret_workflow)
+    serve(
+        *(f.to_deployment(name=DEPLOYMENT_NAME) for f in flows),
+        limit=20,
+        query_seconds=args.poll_seconds,
+        print_starting_message=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

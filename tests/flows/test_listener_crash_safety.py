@@ -1,0 +1,78 @@
+"""Crash safety: a listener subprocess SIGKILLed at random points loses and duplicates nothing."""
+
+import asyncio
+import random
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+from blocks import KafkaConnection
+from tests.fixtures.kafka import flow_runs_named, produce, request_bytes
+
+REQUESTS = 200
+KILLS = 3
+
+
+async def _count_runs(fragment: str) -> int:
+    async with get_client() as client:
+        return await client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=fragment))
+        )
+
+
+async def _committed_total(kafka: KafkaConnection) -> int:
+    consumer = AIOKafkaConsumer(group_id=kafka.consumer_group, **kafka.client_options())
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(kafka.requests_topic) or set()
+        offsets = [
+            await consumer.committed(TopicPartition(kafka.requests_topic, p)) for p in partitions
+        ]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()
+
+
+async def test_sigkilled_listener_yields_exactly_one_run_per_request(
+    kafka: KafkaConnection, kafka_test_deployments: list[str], listener_processes
+) -> None:
+    prefix = f"crash{uuid.uuid4().hex[:6]}"
+    block_name = f"kafka-{prefix}"
+    await kafka.asave(block_name, overwrite=True)
+    ids = [f"{prefix}-{n:03d}" for n in range(REQUESTS)]
+    await produce(
+        kafka, [(rid.encode(), request_bytes(rid, parameters={"name": rid}), []) for rid in ids]
+    )
+
+    rng = random.Random()
+    kills = 0
+    listener = listener_processes(block_name, "--max-in-flight", "4")
+    while kills < KILLS:
+        # Kill after a random number of new runs, i.e. at a random point mid-stream.
+        start = await _count_runs(prefix)
+        target = min(REQUESTS - 1, start + rng.randint(5, 35))
+        deadline = time.monotonic() + 60
+        while await _count_runs(prefix) < target:
+            assert listener.process.poll() is None, listener.log_tail()
+            assert time.monotonic() < deadline, listener.log_tail()
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+        listener.kill()
+        kills += 1
+        listener = listener_processes(block_name, "--max-in-flight", "4")
+
+    deadline = time.monotonic() + 120
+    while await _count_runs(prefix) < REQUESTS and time.monotonic() < deadline:
+        assert listener.process.poll() is None, listener.log_tail()
+        await asyncio.sleep(0.5)
+    # Let the last in-flight commits land, then stop gracefully (drain + commit + leave).
+    assert listener.terminate() == 0, listener.log_tail()
+
+    runs = await flow_runs_named(prefix)
+    assert kills >= KILLS
+    assert len(runs) == REQUESTS, listener.log_tail()
+    assert sorted(run.idempotency_key for run in runs) == ids
+    assert sorted(run.parameters["name"] for run in runs) == ids
+    assert await _committed_total(kafka) == REQUESTS
