@@ -447,6 +447,11 @@ class RequestListener:
         """True once `stop` was called."""
         return self._stopping.is_set()
 
+    @property
+    def assigned_partitions(self) -> frozenset[TopicPartition]:
+        """The request-topic partitions this replica owns now (empty until it joined)."""
+        return frozenset(self._consumer.assignment()) if self._consumer is not None else frozenset()
+
     async def run(self) -> ListenerCounts:
         """Consumes until `stop` is called, then drains in-flight work and commits.
 

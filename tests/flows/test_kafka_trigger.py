@@ -1,5 +1,6 @@
 """The request listener against the real Tansu broker and the session's Prefect server."""
 
+import asyncio
 import uuid
 from uuid import UUID
 
@@ -153,14 +154,21 @@ async def test_two_replicas_in_one_group_share_the_work_without_duplicates(
     kafka: KafkaConnection, kafka_test_deployments: list[str]
 ) -> None:
     prefix = f"pair{uuid.uuid4().hex[:6]}"
-    ids = [f"{prefix}-{n:02d}" for n in range(40)]
-    await produce(kafka, [(rid.encode(), request_bytes(rid), []) for rid in ids])
+    before = [f"{prefix}-a{n:02d}" for n in range(40)]
+    after = [f"{prefix}-b{n:02d}" for n in range(40)]
+    await produce(kafka, [(rid.encode(), request_bytes(rid), []) for rid in before])
     async with running_listener(kafka) as first:
         await wait_for_runs(prefix, 5)
-        # A second replica joins mid-stream: the first finishes and commits what it gives up.
+        # A second replica joins mid-stream: the first commits what it gives up.
         async with running_listener(kafka) as second:
-            runs = await wait_for_runs(prefix, len(ids))
-    assert sorted(run.idempotency_key for run in runs) == ids
-    assert first.counts.dispatched + second.counts.dispatched >= len(ids)
+            deadline = asyncio.get_running_loop().time() + 30
+            while not second.assigned_partitions:
+                assert asyncio.get_running_loop().time() < deadline, "second replica never joined"
+                await asyncio.sleep(0.2)
+            # Keys spread over the topic's partitions, so both replicas get some of these.
+            await produce(kafka, [(rid.encode(), request_bytes(rid), []) for rid in after])
+            runs = await wait_for_runs(prefix, len(before) + len(after))
+    assert sorted(run.idempotency_key for run in runs) == sorted(before + after)
+    assert first.counts.dispatched + second.counts.dispatched >= len(before) + len(after)
     assert second.counts.received > 0
-    assert await _committed_total(kafka) == len(ids)
+    assert await _committed_total(kafka) == len(before) + len(after)
