@@ -571,16 +571,11 @@ class GitLab:
         self, request: Request, project: Project, mr: MergeRequest
     ) -> dict[str, Any]:
         left = max(0, mr.approvals_required - len(mr.approved_by))
+        merge_request = self.mr_json(request, project, mr)
+        shared = ("id", "iid", "project_id", "title", "description", "state", "created_at",
+                  "updated_at", "merge_status")  # fmt: skip
         return {
-            "id": mr.id,
-            "iid": mr.iid,
-            "project_id": project.id,
-            "title": mr.title,
-            "description": mr.description,
-            "state": mr.state,
-            "created_at": mr.created_at,
-            "updated_at": mr.updated_at,
-            "merge_status": self.mr_json(request, project, mr)["merge_status"],
+            **{key: merge_request[key] for key in shared},
             "approved": left == 0,
             "approvals_required": mr.approvals_required,
             "approvals_left": left,
