@@ -26,6 +26,7 @@ Example:
     ```
 """
 
+import importlib
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -273,5 +274,43 @@ class Registry:
 REDACTED = "**********"
 """What a secret parameter's value is replaced with in a dead-lettered copy."""
 
-default_registry = Registry()
-"""The workflows the production listener accepts; the flows package registers its own here."""
+MAGICFLOW_WORKFLOWS: dict[str, str] = {}
+"""MagicFlow's own workflows: request name -> ``module:flow``.
+
+Each is deployed as ``<flow name>/<request name>`` (see ``prefect.yaml``); the name a
+request uses is the deployment's name. Add a line here when a workflow lands.
+"""
+
+
+def magicflow_registry() -> Registry:
+    """A registry of every workflow in `MAGICFLOW_WORKFLOWS`.
+
+    Returns:
+        A new registry; importing it imports the flow modules (and their clients).
+
+    Example:
+        ```python
+        registry = magicflow_registry()
+        registry.get("tenant-provisioning").deployment  # "provision-tenant/tenant-provisioning"
+        ```
+    """
+    registry = Registry()
+    for name, path in MAGICFLOW_WORKFLOWS.items():
+        module_name, _, attribute = path.partition(":")
+        registry.register(name, getattr(importlib.import_module(module_name), attribute))
+    return registry
+
+
+if typing.TYPE_CHECKING:
+    default_registry: Registry
+    """Every MagicFlow workflow (`magicflow_registry`), what the production listener serves."""
+
+
+def __getattr__(name: str) -> Any:
+    # ``default_registry`` is built on first use: it imports every workflow module, which
+    # import their client libraries, and those must not load with ``flows.registry``.
+    if name == "default_registry":
+        registry = magicflow_registry()
+        globals()["default_registry"] = registry
+        return registry
+    raise AttributeError(f"module 'flows.registry' has no attribute {name!r}")

@@ -15,6 +15,8 @@ class Action(StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     DELETED = "deleted"
+    SKIPPED = "skipped"
+    """Not attempted: the workflow was not asked to touch this system (``detail`` says why)."""
 
 
 class Change(BaseModel):
@@ -43,8 +45,8 @@ class Change(BaseModel):
 
     @property
     def changed(self) -> bool:
-        """True unless the resource already was as asked."""
-        return self.action is not Action.UNCHANGED
+        """True when the resource was (or, in a dry run, would be) written."""
+        return self.action not in (Action.UNCHANGED, Action.SKIPPED)
 
     def __str__(self) -> str:
         suffix = " (dry run)" if self.dry_run else ""
@@ -58,7 +60,8 @@ def summarize_changes(changes: Iterable[Change]) -> dict[str, int]:
         changes: The changes of a workflow run.
 
     Returns:
-        A mapping such as ``{"created": 3, "updated": 0, "unchanged": 5, "deleted": 0}``,
+        A mapping such as ``{"created": 3, "updated": 0, "unchanged": 5, "deleted": 0,
+        "skipped": 1}``,
         the ``changes`` field of a status message.
 
     Example:

@@ -62,3 +62,214 @@ class TransientError(MagicFlowError):
 
 class DeadlineExceededError(MagicFlowError, TimeoutError):
     """A wait (for an approval, a backup, a run) passed its deadline; not retried."""
+
+
+# --- the one error table ------------------------------------------------------------
+#
+# Every job module turns its backend's failures into the types above through the two
+# functions below, so that "what is transient" is decided here and nowhere else.
+# Exception classes are matched by their qualified names along the MRO, so this
+# module imports no client library (``import magicflow`` must stay light).
+
+ERROR_FOR_STATUS: dict[int, type[MagicFlowError]] = {
+    400: InvalidInputError,
+    401: PermissionDeniedError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    405: InvalidInputError,
+    406: InvalidInputError,
+    407: PermissionDeniedError,
+    408: TransientError,
+    409: ConflictError,
+    410: NotFoundError,
+    411: InvalidInputError,
+    412: ConflictError,
+    413: InvalidInputError,
+    414: InvalidInputError,
+    415: InvalidInputError,
+    416: InvalidInputError,
+    417: InvalidInputError,
+    418: InvalidInputError,
+    421: TransientError,
+    422: InvalidInputError,
+    423: ConflictError,
+    424: ConflictError,
+    425: TransientError,
+    426: InvalidInputError,
+    428: ConflictError,
+    429: TransientError,
+    431: InvalidInputError,
+    451: PermissionDeniedError,
+    500: TransientError,
+    501: InvalidInputError,
+    502: TransientError,
+    503: TransientError,
+    504: TransientError,
+    505: InvalidInputError,
+    507: TransientError,
+    508: InvalidInputError,
+    509: TransientError,
+    511: PermissionDeniedError,
+}
+"""HTTP status -> error type. Unlisted 4xx are `InvalidInputError`, unlisted 5xx transient."""
+
+TLS_FAILURE = "tls"
+TRANSPORT_FAILURE = "transport"
+TRUNCATED_ANSWER = "truncated"
+INVALID_ENDPOINT = "endpoint"
+
+EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
+    # TLS first: most libraries derive their TLS error from their connection error.
+    # A certificate or protocol mismatch does not pass by retrying: permanent.
+    ("ssl.SSLError", TLS_FAILURE),
+    ("ssl.CertificateError", TLS_FAILURE),
+    ("requests.exceptions.SSLError", TLS_FAILURE),
+    ("urllib3.exceptions.SSLError", TLS_FAILURE),
+    ("botocore.exceptions.SSLError", TLS_FAILURE),
+    # A malformed or unsupported URL is a configuration error: permanent.
+    ("requests.exceptions.MissingSchema", INVALID_ENDPOINT),
+    ("requests.exceptions.InvalidSchema", INVALID_ENDPOINT),
+    ("requests.exceptions.InvalidURL", INVALID_ENDPOINT),
+    ("urllib3.exceptions.LocationValueError", INVALID_ENDPOINT),
+    ("httpx.UnsupportedProtocol", INVALID_ENDPOINT),
+    ("httpx.InvalidURL", INVALID_ENDPOINT),
+    ("botocore.exceptions.InvalidEndpointConfigurationError", INVALID_ENDPOINT),
+    # An answer cut short or garbled on the way: the next attempt may get it whole.
+    ("requests.exceptions.ChunkedEncodingError", TRUNCATED_ANSWER),
+    ("requests.exceptions.ContentDecodingError", TRUNCATED_ANSWER),
+    ("http.client.IncompleteRead", TRUNCATED_ANSWER),
+    ("http.client.RemoteDisconnected", TRUNCATED_ANSWER),
+    ("urllib3.exceptions.ProtocolError", TRUNCATED_ANSWER),
+    ("urllib3.exceptions.DecodeError", TRUNCATED_ANSWER),
+    ("httpx.RemoteProtocolError", TRUNCATED_ANSWER),
+    ("httpx.DecodingError", TRUNCATED_ANSWER),
+    ("botocore.parsers.ResponseParserError", TRUNCATED_ANSWER),
+    ("json.decoder.JSONDecodeError", TRUNCATED_ANSWER),
+    # Timeouts, refused and reset connections, unreachable hosts: transient.
+    ("builtins.TimeoutError", TRANSPORT_FAILURE),
+    ("builtins.ConnectionError", TRANSPORT_FAILURE),
+    ("requests.exceptions.ConnectionError", TRANSPORT_FAILURE),
+    ("requests.exceptions.Timeout", TRANSPORT_FAILURE),
+    ("urllib3.exceptions.TimeoutError", TRANSPORT_FAILURE),
+    ("urllib3.exceptions.NewConnectionError", TRANSPORT_FAILURE),
+    ("urllib3.exceptions.MaxRetryError", TRANSPORT_FAILURE),
+    ("httpx.TransportError", TRANSPORT_FAILURE),
+    ("botocore.exceptions.ConnectionError", TRANSPORT_FAILURE),
+    ("botocore.exceptions.HTTPClientError", TRANSPORT_FAILURE),
+    ("google.auth.exceptions.TransportError", TRANSPORT_FAILURE),
+    ("socket.gaierror", TRANSPORT_FAILURE),
+)
+"""Exception class (qualified name, matched along the MRO) -> kind of failure, first match wins."""
+
+_CAUSE_FOR_KIND = {
+    TLS_FAILURE: "TLS failed (certificate or protocol); check the connection's URL and CA",
+    INVALID_ENDPOINT: "the endpoint URL is not valid; check the connection's URL",
+    TRUNCATED_ANSWER: "the answer was cut short or unreadable",
+    TRANSPORT_FAILURE: "unreachable, timed out or the connection was dropped",
+}
+_ERROR_FOR_KIND: dict[str, type[MagicFlowError]] = {
+    TLS_FAILURE: InvalidInputError,
+    INVALID_ENDPOINT: InvalidInputError,
+    TRUNCATED_ANSWER: TransientError,
+    TRANSPORT_FAILURE: TransientError,
+}
+_MAX_CAUSE_CHAIN = 8
+
+
+def error_type_for_status(status: int) -> type[MagicFlowError]:
+    """The error type of an HTTP status (the one rule every job module follows).
+
+    Args:
+        status: An HTTP status code of 400 or more.
+
+    Returns:
+        The type from `ERROR_FOR_STATUS`; other 4xx are `InvalidInputError`, other
+        5xx `TransientError`.
+
+    Example:
+        >>> error_type_for_status(503).__name__, error_type_for_status(404).__name__
+        ('TransientError', 'NotFoundError')
+    """
+    if status in ERROR_FOR_STATUS:
+        return ERROR_FOR_STATUS[status]
+    return TransientError if status >= 500 else InvalidInputError
+
+
+def error_for_status(resource: str, status: int, cause: str) -> MagicFlowError:
+    """The typed error for an HTTP error answer.
+
+    Args:
+        resource: The resource the request was about.
+        status: The HTTP status code.
+        cause: What failed, with the server's short message; never a request body.
+
+    Returns:
+        The error to raise.
+
+    Example:
+        >>> str(error_for_status("k8s:namespace/acme", 409, "HTTP 409: already exists"))
+        'k8s:namespace/acme: HTTP 409: already exists'
+    """
+    return error_type_for_status(status)(resource, cause)
+
+
+def failure_kind(error: BaseException) -> str | None:
+    """Which kind of transport failure an exception is, following its causes.
+
+    Args:
+        error: Any exception raised by a client library.
+
+    Returns:
+        One of `TLS_FAILURE`, `INVALID_ENDPOINT`, `TRUNCATED_ANSWER`,
+        `TRANSPORT_FAILURE`, or None when no rule matches.
+
+    Example:
+        >>> failure_kind(ConnectionRefusedError()), failure_kind(KeyError())
+        ('transport', None)
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    matches: list[tuple[int, str]] = []
+    while current is not None and len(seen) < _MAX_CAUSE_CHAIN and current not in seen:
+        seen.append(current)
+        names = [f"{cls.__module__}.{cls.__qualname__}" for cls in type(current).__mro__]
+        for rank, (name, kind) in enumerate(EXCEPTION_RULES):
+            if name in names:
+                matches.append((rank, kind))
+                break
+        # A wrapper (urllib3's MaxRetryError, httpx's ConnectError) often hides the
+        # real cause, e.g. a TLS failure: the most specific rule along the chain wins.
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else current.__cause__
+            or (current.__context__ if not current.__suppress_context__ else None)
+        )
+    return min(matches)[1] if matches else None
+
+
+def error_for_exception(resource: str, error: BaseException, doing: str) -> MagicFlowError | None:
+    """The typed error for a client library's transport-level exception.
+
+    Args:
+        resource: The resource the call was about.
+        error: The exception a client raised (not an HTTP error answer: use
+            `error_for_status` for those).
+        doing: What the job was doing, e.g. ``"reading the bucket"``.
+
+    Returns:
+        The error to raise, or None when the exception is not a known transport
+        failure (let it propagate; it is not retried).
+
+    Example:
+        >>> type(error_for_exception("vault:kv/a", ConnectionResetError(), "reading")).__name__
+        'TransientError'
+    """
+    if isinstance(error, MagicFlowError):
+        return error
+    kind = failure_kind(error)
+    if kind is None:
+        return None
+    cause = f"{doing} failed: {_CAUSE_FOR_KIND[kind]} ({type(error).__name__})"
+    return _ERROR_FOR_KIND[kind](resource, cause)

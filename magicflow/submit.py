@@ -20,27 +20,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from enum import IntEnum
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from blocks.kafka import KafkaConnection
+from magicflow.cli import ExitCode
 from magicflow.jobs import connection
 from magicflow.messages import SIGNATURE_HEADER, RunState, WorkflowRequest, WorkflowStatus, sign
 from magicflow.workflows import DEFAULT_KAFKA_BLOCK
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """How long ``wait=True`` follows statuses before giving up."""
-
-
-class ExitCode(IntEnum):
-    """Exit codes of ``magicflow submit`` (2 is argparse's usage error)."""
-
-    COMPLETED = 0
-    RUN_FAILED = 1
-    REJECTED = 3
-    TIMED_OUT = 4
 
 
 class SubmitResult(BaseModel):
@@ -68,14 +59,14 @@ class SubmitResult(BaseModel):
 
     @property
     def exit_code(self) -> ExitCode:
-        """`ExitCode.COMPLETED` when not waiting or completed; otherwise why not."""
+        """`ExitCode.OK` when not waiting or completed; otherwise why not."""
         if not self.waited:
-            return ExitCode.COMPLETED
+            return ExitCode.OK
         final = self.final
         if final is None:
             return ExitCode.TIMED_OUT
         if final.state is RunState.COMPLETED:
-            return ExitCode.COMPLETED
+            return ExitCode.OK
         if final.state is RunState.REJECTED:
             return ExitCode.REJECTED
         return ExitCode.RUN_FAILED

@@ -11,9 +11,10 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from pydantic import SecretStr
 
 from blocks import KafkaConnection
-from magicflow.cli import ExitCode, parse_param, submit
+from magicflow.cli import ExitCode
+from magicflow.cli.submit import parse_param
 from magicflow.messages import SIGNATURE_HEADER, WorkflowRequest, signature_is_valid
-from magicflow.submit import asubmit
+from magicflow.submit import asubmit, submit
 from tests.fixtures.kafka import PROJECT_ROOT, read_topic, subprocess_env
 from tests.fixtures.workflows import KAFKA_BLOCK_NAME
 
@@ -44,7 +45,7 @@ def test_param_values_parse_as_json_else_string() -> None:
 async def test_submit_without_wait_publishes_one_signed_request(kafka: KafkaConnection) -> None:
     kafka = kafka.model_copy(update={"signing_secret": SecretStr("cli-secret")})
     result = await asubmit("greet", {"name": "ada"}, kafka=kafka, request_id="cli-nowait-1")
-    assert result.exit_code == ExitCode.COMPLETED and not result.waited
+    assert result.exit_code == ExitCode.OK and not result.waited
     (record,) = await read_topic(kafka, kafka.requests_topic, lambda r: len(r) >= 1)
     assert record.key == b"cli-nowait-1"
     request = WorkflowRequest.model_validate_json(record.value)

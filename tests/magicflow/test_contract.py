@@ -55,7 +55,13 @@ def test_summarize_changes_counts_every_action() -> None:
         Change(resource=f"a:b/{i}", action=a)
         for i, a in enumerate(["created", "created", "unchanged"])
     ]
-    assert summarize_changes(changes) == {"created": 2, "updated": 0, "unchanged": 1, "deleted": 0}
+    assert summarize_changes(changes) == {
+        "created": 2,
+        "updated": 0,
+        "unchanged": 1,
+        "deleted": 0,
+        "skipped": 0,
+    }
 
 
 @pytest.mark.parametrize(

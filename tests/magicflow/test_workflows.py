@@ -147,7 +147,13 @@ def test_a_direct_call_publishes_running_then_completed_with_the_change_summary(
     completed = statuses[-1]
     assert completed.workflow == "provision-tenant"
     assert completed.request_id is None
-    assert completed.changes == {"created": 1, "updated": 1, "unchanged": 1, "deleted": 0}
+    assert completed.changes == {
+        "created": 1,
+        "updated": 1,
+        "unchanged": 1,
+        "deleted": 0,
+        "skipped": 0,
+    }
     assert completed.ui_url is not None and str(flow_run_id) in completed.ui_url
     assert completed.reason is None
 
@@ -168,7 +174,13 @@ async def test_an_async_workflow_publishes_its_statuses_too(status_kafka: KafkaC
 
     statuses = [s for _, s in messages if s.flow_run_id == flow_run_id]
     assert [s.state for s in statuses] == [RunState.RUNNING, RunState.COMPLETED]
-    assert statuses[-1].changes == {"created": 0, "updated": 0, "unchanged": 0, "deleted": 1}
+    assert statuses[-1].changes == {
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 1,
+        "skipped": 0,
+    }
 
 
 def test_a_failing_flow_publishes_failed_with_a_short_reason(
@@ -228,7 +240,13 @@ def test_a_served_run_publishes_running_then_completed_with_its_request_id(
         served_workflows.log_tail()
     )
     assert {s.request_id for s in statuses} == {request_id}
-    assert statuses[-1].changes == {"created": 1, "updated": 0, "unchanged": 1, "deleted": 0}
+    assert statuses[-1].changes == {
+        "created": 1,
+        "updated": 0,
+        "unchanged": 1,
+        "deleted": 0,
+        "skipped": 0,
+    }
     assert statuses[-1].workflow == "test-changes"
 
 
