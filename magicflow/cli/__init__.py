@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 from importlib import import_module
 
@@ -77,7 +77,12 @@ class CliError(Exception):
         super().__init__(f"{cause}. Fix: {fix}" if fix else cause)
 
 
-COMMAND_MODULES = ("magicflow.cli.submit",)
+COMMAND_MODULES = (
+    "magicflow.cli.submit",
+    "magicflow.cli.check",
+    "magicflow.cli.blocks",
+    "magicflow.cli.automations",
+)
 """Subcommand modules, in the order ``--help`` lists them."""
 
 
@@ -152,6 +157,21 @@ def explain(error: BaseException) -> CliError:
         f"rerun with {DEBUG_ENV}=1 for the traceback and report it",
         ExitCode.INTERNAL,
     )
+
+
+def report_problems(problems: Iterable[object]) -> int:
+    """Prints one ``magicflow: error:`` line per problem of a configuration file.
+
+    Args:
+        problems: The problems; each prints as one line naming the file, the key
+            and what is wrong.
+
+    Returns:
+        `ExitCode.NOT_CONFIGURED`.
+    """
+    for problem in problems:
+        print(f"magicflow: error: {problem}", file=sys.stderr, flush=True)
+    return int(ExitCode.NOT_CONFIGURED)
 
 
 def fail(error: BaseException) -> int:
