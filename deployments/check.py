@@ -135,8 +135,10 @@ class _Checker:
     def problem(self, where: str, text: str) -> None:
         self.result.problems.append(ConfigProblem(self.file, where, text))
 
-    def keys(self, mapping: dict[Any, Any], allowed: typing.Iterable[str], where: str) -> None:
-        self.result.problems.extend(unknown_keys(mapping, allowed, self.file, where))
+    def keys(
+        self, mapping: dict[Any, Any], allowed: typing.Iterable[str], where: str, joiner: str = "."
+    ) -> None:
+        self.result.problems.extend(unknown_keys(mapping, allowed, self.file, where, joiner))
 
     # --- the file --------------------------------------------------------------------
 
@@ -245,7 +247,7 @@ class _Checker:
             return
         name = deployment.get("name")
         where = f"deployment {name!r}" if isinstance(name, str) else key_path("deployments", index)
-        self.keys(deployment, DeploymentConfig.model_fields, where)
+        self.keys(deployment, DeploymentConfig.model_fields, where, ": ")
         if not isinstance(name, str) or not re.match(WITHOUT_BANNED_CHARACTERS, name):
             self.problem(f"{where}: name", "a deployment needs a name without / % & < >")
         elif name in names:

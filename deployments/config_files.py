@@ -186,7 +186,7 @@ def load_yaml_file(path: Path) -> Any:
 
 
 def unknown_keys(
-    mapping: dict[Any, Any], allowed: Iterable[str], file: str, where: str
+    mapping: dict[Any, Any], allowed: Iterable[str], file: str, where: str, joiner: str = "."
 ) -> list[ConfigProblem]:
     """One problem per key of a mapping that is not among the allowed ones.
 
@@ -195,6 +195,7 @@ def unknown_keys(
         allowed: The keys it may have.
         file: The file, for the problems.
         where: Path of the mapping in the file ("" for the top level).
+        joiner: What goes between ``where`` and the key.
 
     Returns:
         The problems, naming each unknown key and the closest allowed one.
@@ -212,7 +213,7 @@ def unknown_keys(
             continue
         close = difflib.get_close_matches(str(key), known, n=1)
         hint = f"did you mean {close[0]!r}?; " if close else ""
-        path = f"{where}.{key}" if where else str(key)
+        path = f"{where}{joiner}{key}" if where else str(key)
         problems.append(
             ConfigProblem(file, path, f"unknown key ({hint}allowed: {', '.join(known)})")
         )

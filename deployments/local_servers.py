@@ -103,6 +103,7 @@ class BackendProcess:
         log_dir: Where the server's combined output goes.
         env: Extra environment variables.
         timeout: Seconds to wait for readiness.
+        cwd: Working directory of the server (default: this process's).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class BackendProcess:
         log_dir: Path,
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -124,6 +126,7 @@ class BackendProcess:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            cwd=cwd,
         )
         log.close()
         deadline = time.monotonic() + timeout

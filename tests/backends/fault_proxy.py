@@ -8,7 +8,9 @@ is forwarded to the upstream server unchanged, except while a fault rule matches
   next ``count`` matching requests answer ``status`` (or, with ``"status": 0``,
   sleep ``delay`` seconds and close the connection unanswered).
 * ``DELETE /__faults__`` removes all rules.
-* ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N}``.
+* ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N,
+  "requests": [[method, path], ...]}``: every request received, in order (the last
+  10,000), so a test can count the writes a client sent.
 """
 
 import argparse
@@ -30,9 +32,11 @@ class State:
         self.rules: list[dict[str, Any]] = []
         self.injected = 0
         self.forwarded = 0
+        self.requests: list[tuple[str, str]] = []
 
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
         with self.lock:
+            self.requests = [*self.requests[-9_999:], (method, path)]
             for rule in self.rules:
                 if rule.get("method") not in (None, method):
                     continue
@@ -91,6 +95,7 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                     "rules": state.rules,
                     "injected": state.injected,
                     "forwarded": state.forwarded,
+                    "requests": state.requests,
                 }
             self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
 
