@@ -187,20 +187,22 @@ def is_secret_annotation(annotation: Any) -> bool:
 
     Example:
         >>> from pydantic import SecretStr
-        >>> is_secret_annotation(SecretStr | None), is_secret_annotation(str)
-        (True, False)
+        >>> is_secret_annotation(SecretStr | None), is_secret_annotation(dict[str, SecretStr])
+        (True, True)
+        >>> is_secret_annotation(str | None)
+        False
     """
-    return any(
-        isinstance(kind, type) and issubclass(kind, (SecretStr, SecretBytes, Secret))
-        for kind in _annotation_types(annotation)
-    )
+    if isinstance(annotation, type) and issubclass(annotation, (SecretStr, SecretBytes, Secret)):
+        return True
+    # Unions, Optional, Annotated and containers alike: dict[str, SecretStr] is secret too.
+    return any(is_secret_annotation(argument) for argument in typing.get_args(annotation))
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     models = [
         kind
         for kind in _annotation_types(annotation)
-        if isinstance(kind, type) and issubclass(kind, BaseModel) and not issubclass(kind, Block)
+        if isinstance(kind, type) and issubclass(kind, BaseModel)
     ]
     return models[0] if len(models) == 1 else None
 

@@ -39,16 +39,41 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import re
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import prefect
 from prefect.blocks.core import Block
-from prefect.flows import Flow
 
+# Prefect's own models of prefect.yaml: the allowed keys are exactly theirs. They are
+# private to Prefect's CLI, so a Prefect upgrade that moves them breaks this import (and
+# the check's tests) loudly rather than silently accepting unknown keys.
+from prefect.cli.deploy._models import (
+    ConcurrencyLimitSpec,
+    DeploymentConfig,
+    PrefectYamlModel,
+    RawScheduleConfig,
+    WorkPoolConfig,
+)
+from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from prefect.events import DeploymentTriggerTypes
+from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.plugins import load_prefect_collections
+from prefect.settings import get_current_settings
+from prefect.settings.legacy import _get_settings_fields, _get_valid_setting_names
+from prefect.settings.models.root import Settings
+from prefect.types.names import WITHOUT_BANNED_CHARACTERS
+from prefect.utilities.importtools import import_object
+from prefect.workers.base import BaseWorker
+from pydantic import TypeAdapter, ValidationError
+
+from deployments.automations import HEARTBEAT_SECONDS
 from deployments.blocks_config import (
     block_name_problem,
     is_secret_annotation,
@@ -62,6 +87,10 @@ from deployments.config_files import (
     load_yaml_file,
     unknown_keys,
 )
+from deployments.steps import CHECKOUT_VARIABLE
+from flows.kafka_trigger import load_registry
+from flows.registry import MAGICFLOW_WORKFLOWS, parameters_model_for
+from magicflow.workflows import KAFKA_BLOCK_ENV
 
 DEFINITION_SECTIONS = ("pull", "work_pools", "schedules", "concurrency", "defaults")
 """What ``definitions`` may hold: anchors, each checked as what it stands for."""
@@ -136,7 +165,7 @@ class _Checker:
         self.result.problems.append(ConfigProblem(self.file, where, text))
 
     def keys(
-        self, mapping: dict[Any, Any], allowed: typing.Iterable[str], where: str, joiner: str = "."
+        self, mapping: dict[Any, Any], allowed: Iterable[str], where: str, joiner: str = "."
     ) -> None:
         self.result.problems.extend(unknown_keys(mapping, allowed, self.file, where, joiner))
 
@@ -151,7 +180,6 @@ class _Checker:
         if not isinstance(document, dict):
             self.problem("", "must be a mapping with a 'deployments' list")
             return self.result
-        from prefect.cli.deploy._models import PrefectYamlModel
 
         top_level = [info.alias or name for name, info in PrefectYamlModel.model_fields.items()]
         self.keys(document, [*top_level, "definitions"], "")
@@ -178,8 +206,6 @@ class _Checker:
         return self.result
 
     def check_version(self, pinned: object) -> None:
-        import prefect
-
         if pinned != prefect.__version__:
             self.problem(
                 "prefect-version",
@@ -206,8 +232,6 @@ class _Checker:
             if not isinstance(section, dict):
                 self.problem(f"definitions.{name}", "must be a mapping of named anchors")
                 sections[name] = {}
-        from prefect.plugins import load_prefect_collections
-        from prefect.workers.base import BaseWorker
 
         load_prefect_collections()
         worker_types = BaseWorker.get_all_available_worker_types()
@@ -228,7 +252,6 @@ class _Checker:
             self.check_schedule(schedule, f"definitions.schedules.{name}")
         for name, limit in sections["concurrency"].items():
             self.check_concurrency(limit, f"definitions.concurrency.{name}")
-        from prefect.cli.deploy._models import DeploymentConfig
 
         for name, defaults in sections["defaults"].items():
             if isinstance(defaults, dict):
@@ -239,9 +262,6 @@ class _Checker:
     # --- one deployment --------------------------------------------------------------
 
     def check_deployment(self, index: int, deployment: object, names: dict[str, int]) -> None:
-        from prefect.cli.deploy._models import DeploymentConfig
-        from prefect.types.names import WITHOUT_BANNED_CHARACTERS
-
         if not isinstance(deployment, dict):
             self.problem(key_path("deployments", index), "must be a mapping")
             return
@@ -295,8 +315,6 @@ class _Checker:
         )
 
     def load_entrypoint(self, entrypoint: object, where: str) -> Flow[..., Any] | None:
-        from prefect.flows import load_flow_from_entrypoint
-
         if not isinstance(entrypoint, str) or not entrypoint:
             self.problem(f"{where}: entrypoint", "missing (module.flow_function)")
             return None
@@ -315,10 +333,6 @@ class _Checker:
         return flow
 
     def check_parameters(self, flow: Flow[..., Any], parameters: object, where: str) -> None:
-        from pydantic import ValidationError
-
-        from flows.registry import parameters_model_for
-
         if not isinstance(parameters, dict):
             self.problem(f"{where}: parameters", "must be a mapping")
             return
@@ -356,9 +370,6 @@ class _Checker:
             self.registries.add(parameters["registry"])
 
     def check_work_pool(self, pool: object, where: str, declared: bool) -> None:
-        from prefect.cli.deploy._models import WorkPoolConfig
-        from prefect.workers.base import BaseWorker
-
         if not isinstance(pool, dict) or not isinstance(pool.get("name"), str):
             self.problem(where, "needs a mapping with the work pool's name")
             return
@@ -387,15 +398,6 @@ class _Checker:
         self.check_env(env, f"{where}.job_variables.env", require_heartbeat=not declared)
 
     def check_env(self, env: dict[Any, Any], where: str, require_heartbeat: bool) -> None:
-        from prefect.settings import get_current_settings
-        from prefect.settings.legacy import _get_settings_fields, _get_valid_setting_names
-        from prefect.settings.models.root import Settings
-        from pydantic import ValidationError
-
-        from deployments.automations import HEARTBEAT_SECONDS
-        from deployments.steps import CHECKOUT_VARIABLE
-        from magicflow.workflows import KAFKA_BLOCK_ENV
-
         settings = _get_settings_fields(Settings)
         valid_names = _get_valid_setting_names(Settings)
         updates = {}
@@ -452,10 +454,6 @@ class _Checker:
             )
 
     def check_schedule(self, schedule: object, where: str) -> None:
-        from prefect.cli.deploy._models import RawScheduleConfig
-        from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
-        from pydantic import ValidationError
-
         if not isinstance(schedule, dict):
             self.problem(where, "must be a mapping with cron, interval or rrule")
             return
@@ -482,9 +480,6 @@ class _Checker:
             self.problem(f"{where}.{kinds[0]}", str(error))
 
     def check_concurrency(self, limit: object, where: str) -> None:
-        from prefect.cli.deploy._models import ConcurrencyLimitSpec
-        from prefect.client.schemas.objects import ConcurrencyLimitStrategy
-
         if isinstance(limit, bool) or not isinstance(limit, int | dict):
             self.problem(where, "must be a number of runs or {limit, collision_strategy}")
             return
@@ -505,10 +500,6 @@ class _Checker:
             self.problem(where, "must be a whole number of runs, at least 1")
 
     def check_steps(self, steps: object, where: str) -> None:
-        import inspect
-
-        from prefect.utilities.importtools import import_object
-
         if isinstance(steps, dict):
             steps = [steps]
         if not isinstance(steps, list):
@@ -553,9 +544,6 @@ class _Checker:
             self.check_templates(arguments, f"{path}.{name}")
 
     def check_triggers(self, triggers: object, where: str) -> None:
-        from prefect.events import DeploymentTriggerTypes
-        from pydantic import TypeAdapter, ValidationError
-
         if not isinstance(triggers, list):
             self.problem(where, "must be a list of triggers")
             return
@@ -605,9 +593,6 @@ class _Checker:
     # --- across the file -------------------------------------------------------------
 
     def check_registries(self, deployments: list[Any]) -> None:
-        from flows.kafka_trigger import load_registry
-        from flows.registry import MAGICFLOW_WORKFLOWS
-
         for path in sorted(self.registries):
             try:
                 registry = load_registry(path)
