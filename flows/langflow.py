@@ -42,10 +42,11 @@ from deployments.langflow import (
     pause_langflow_deployment,
     read_langflow_deployments,
 )
-from magicflow import Action, Change, report
+from magicflow import Action, Change, InvalidInputError, report
 from magicflow.workflows import workflow
 from tasks.langflow import (
     analyze_langflow_flow,
+    get_langflow_flow,
     langflow_connection,
     list_langflow_flows,
     run_langflow_flow,
@@ -95,6 +96,10 @@ def run_langflow(
 ) -> str | None:
     """Runs one LangFlow flow and returns its output text.
 
+    The flow is read and analysed first: a flow that cannot run (no input or
+    output, a cycle, ...) fails with an `InvalidInputError` naming its problems,
+    and no run request is sent.
+
     Input, output (the text and the structured result) and timing are recorded
     in a table artifact keyed ``langflow-run-<flow run id>``, readable from any
     machine that reaches the Prefect API (``magicflow langflow runs output RUN``).
@@ -118,10 +123,16 @@ def run_langflow(
         run_langflow("Support bot", input_value="Is prod up?", langflow="langflow")
         ```
     """
+    langflow_flow = get_langflow_flow(langflow, flow)
+    analysis = analyze_langflow_flow(langflow_flow)
+    if not analysis.runnable:
+        # LangFlow would answer a 500 after building half the graph; say what is wrong instead.
+        problems = "; ".join(map(str, analysis.problems))
+        raise InvalidInputError(langflow_flow.resource, f"not runnable: {problems}")
     started = datetime.now(UTC)
     result = run_langflow_flow(
         langflow,
-        flow,
+        langflow_flow.id,
         input_value=input_value,
         input_type=input_type,
         output_type=output_type,
@@ -131,7 +142,7 @@ def run_langflow(
     )
     finished = datetime.now(UTC)
     rows = [
-        {"field": "flow", "value": flow},
+        {"field": "flow", "value": langflow_flow.name},
         {"field": "flow_id", "value": result.flow_id},
         {"field": "input", "value": input_value},
         {"field": "output", "value": result.output_text},
@@ -145,7 +156,7 @@ def run_langflow(
     create_table_artifact(
         table=rows,
         key=run_artifact_key(flow_run_id) if flow_run_id else None,
-        description=f"LangFlow flow {flow}: input, output and timing",
+        description=f"LangFlow flow {langflow_flow.name!r}: input, output and timing",
     )
     return result.output_text
 
