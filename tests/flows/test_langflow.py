@@ -107,7 +107,7 @@ def test_run_langflow_refuses_a_flow_that_fails_analysis_without_running_it(
     langflow_api.clear_requests()
     state = run_langflow("Broken", input_value="x", langflow=block_name, return_state=True)
     assert state.is_failed()
-    with pytest.raises(InvalidInputError, match="not runnable: .*no-output"):
+    with pytest.raises(InvalidInputError, match=r"not runnable: .*no-output"):
         state.result()
     assert langflow_api.counts().get(RUNS, 0) == 0
 
