@@ -141,7 +141,7 @@ def run_langflow(
         timeout_seconds=timeout_seconds,
     )
     finished = datetime.now(UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"field": "flow", "value": langflow_flow.name},
         {"field": "flow_id", "value": result.flow_id},
         {"field": "input", "value": input_value},
