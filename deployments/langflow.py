@@ -405,6 +405,7 @@ def add_langflow_schedule(
     interval: str | None = None,
     timezone: str | None = None,
     input_value: str | None = None,
+    tweaks: dict[str, dict[str, Any]] | None = None,
 ) -> DeploymentSchedule:
     """Adds a schedule to a LangFlow flow's deployment (a Prefect deployment schedule).
 
@@ -416,6 +417,7 @@ def add_langflow_schedule(
         timezone: An IANA timezone (default UTC).
         input_value: The text its runs send to the flow (the deployment's default
             when None).
+        tweaks: Tweaks of its runs (none when None).
 
     Returns:
         The created schedule (its ``id`` deletes it).
@@ -426,7 +428,9 @@ def add_langflow_schedule(
     from prefect.client.schemas.actions import DeploymentScheduleCreate
 
     schedule = build_schedule(cron=cron, interval=interval, timezone=timezone)
-    parameters = {"input_value": input_value} if input_value is not None else {}
+    parameters: dict[str, Any] = {"input_value": input_value} if input_value is not None else {}
+    if tweaks:
+        parameters["tweaks"] = tweaks
     created = client.create_deployment_schedules(
         deployment.id,
         [DeploymentScheduleCreate(schedule=schedule, active=True, parameters=parameters)],

@@ -665,6 +665,26 @@ def _check_run_input(resource: str, input_type: str, output_type: str, tweaks: A
         raise InvalidInputError(
             resource, f"output_type {output_type!r} must be one of {', '.join(OUTPUT_TYPES)}"
         )
+    check_tweaks(resource, tweaks)
+
+
+def check_tweaks(resource: str, tweaks: Any) -> None:
+    """Checks the shape of tweaks: component id or name -> an object of field values.
+
+    LangFlow silently ignores a tweak that is not an object; MagicFlow refuses it,
+    before any request.
+
+    Args:
+        resource: What the tweaks are for, for the error.
+        tweaks: The tweaks (None is fine).
+
+    Raises:
+        InvalidInputError: Not an object, an empty key, or a value that is not an
+            object; the message names the tweak.
+
+    Example:
+        >>> check_tweaks("langflow:flow/echo", {"ChatOutput-1": {"sender_name": "Ops"}})
+    """
     if tweaks is None:
         return
     if not isinstance(tweaks, dict):

@@ -77,7 +77,7 @@ class CliError(Exception):
         super().__init__(f"{cause}. Fix: {fix}" if fix else cause)
 
 
-COMMAND_MODULES = ("magicflow.cli.submit",)
+COMMAND_MODULES = ("magicflow.cli.submit", "magicflow.cli.langflow")
 """Subcommand modules, in the order ``--help`` lists them."""
 
 
