@@ -226,3 +226,20 @@ def test_bad_input_is_one_clear_line_with_its_exit_code(
         assert_one_line_error(output, *words)
     assert wrong_key not in "".join(output for _, output in results)
     assert read_langflow_deployments(prefect) == []  # nothing was created by any of these
+
+
+def test_the_command_line_loads_no_client_library_until_a_command_runs() -> None:
+    probe = (
+        "import sys; from magicflow.cli import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'prefect', 'httpx', 'tasks', 'flows', 'deployments', 'blocks'}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
