@@ -208,6 +208,7 @@ def ensure_langflow_deployment(
 
     Raises:
         InvalidInputError: The flow is not runnable.
+        NotFoundError: The work pool of a new deployment does not exist.
 
     Example:
         ```python
@@ -217,6 +218,7 @@ def ensure_langflow_deployment(
     """
     from prefect import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
+    from prefect.exceptions import ObjectNotFound
 
     name = deployment_name_for(flow.name)
     if not analysis.runnable:
@@ -237,6 +239,12 @@ def ensure_langflow_deployment(
 
             from flows.langflow import run_langflow
 
+            try:
+                client.read_work_pool(work_pool)
+            except ObjectNotFound:
+                raise NotFoundError(
+                    f"prefect:work-pool/{work_pool}", "no such work pool in Prefect"
+                ) from None
             flow_id = client.create_flow_from_name(RUN_FLOW_NAME)
             client.create_deployment(
                 flow_id=flow_id,

@@ -173,8 +173,13 @@ def _explain(error: MagicFlowError) -> CliError:
             ExitCode.UNREACHABLE,
         )
     if isinstance(error, NotFoundError):
-        fix = "run magicflow langflow flows sync" if "deployment" in error.resource else _LIST_FIX
-        return CliError(text, fix, ExitCode.USAGE)
+        if error.resource.startswith("prefect:work-pool/"):
+            pool = error.resource.removeprefix("prefect:work-pool/")
+            fix = f"create it (prefect work-pool create {pool} --type process) or pass --work-pool"
+            return CliError(text, fix, ExitCode.NOT_CONFIGURED)
+        if error.resource.startswith("prefect:deployment/"):
+            return CliError(text, "run magicflow langflow flows sync", ExitCode.USAGE)
+        return CliError(text, _LIST_FIX, ExitCode.USAGE)
     if isinstance(error, InvalidInputError):
         return CliError(text, _fix_for_input(error.resource), ExitCode.USAGE)
     return CliError(text, None, ExitCode.NOT_CONFIGURED)
@@ -219,6 +224,7 @@ def _flows_sync(args: argparse.Namespace) -> int:
 
     block = _langflow_block(args)
     langflow_connection(block)  # an unknown block fails here, in one line
+    _quiet_run_logs()
     changes = sync_langflow(langflow=block, work_pool=args.work_pool, dry_run=args.dry_run)
     _table(
         ["RESOURCE", "ACTION", "DETAIL"],
@@ -234,6 +240,24 @@ def _flows_sync(args: argparse.Namespace) -> int:
     if block is None:
         print("note: runs read LANGFLOW_API_URL / LANGFLOW_API_KEY on the worker (no --block)")
     return int(ExitCode.OK)
+
+
+def _quiet_run_logs() -> None:
+    """Keeps the run's own log lines (and tracebacks) in Prefect, off this terminal.
+
+    A failure still reaches the user, as the one-line error of the exception the
+    run raised; ``MAGICFLOW_DEBUG=1`` shows everything.
+    """
+    import logging
+
+    from magicflow.cli import DEBUG_ENV
+
+    if os.environ.get(DEBUG_ENV) == "1":
+        return
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.CRITICAL + 1)
 
 
 def _flows_list(args: argparse.Namespace) -> int:

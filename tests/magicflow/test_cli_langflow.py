@@ -211,6 +211,13 @@ def test_bad_input_is_one_clear_line_with_its_exit_code(
         ),
         ((*cron, "--tweaks", '{"Chat Output": 3}'), url, None, ExitCode.USAGE, ("'Chat Output'",)),
         (("runs", "output", "last-one"), url, None, ExitCode.USAGE, ("not a flow run id",)),
+        (
+            ("flows", "sync", "--work-pool", "no-such-pool"),
+            url,
+            None,
+            ExitCode.NOT_CONFIGURED,
+            ("prefect:work-pool/no-such-pool", "prefect work-pool create no-such-pool"),
+        ),
         (("runs", "output", str(uuid.uuid4())), url, None, ExitCode.USAGE, ("no flow run",)),
     ]
     # Independent commands: run them side by side (each one starts Python and Prefect).
