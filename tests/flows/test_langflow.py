@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import pytest
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.responses import DeploymentResponse
 
@@ -51,17 +50,6 @@ def block_name(langflow: LangflowConnection) -> str:
     name = f"langflow-{uuid.uuid4().hex[:8]}"
     langflow.save(name, overwrite=True)
     return name
-
-
-@pytest.fixture(scope="session")
-def work_pool() -> str:
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name="magicflow-langflow-test", type="process"))
-        except Exception as error:  # already there from an earlier test module
-            if "already exists" not in str(error):
-                raise
-    return "magicflow-langflow-test"
 
 
 def by_name(prefect: SyncPrefectClient) -> dict[str, DeploymentResponse]:

@@ -26,7 +26,6 @@ from tasks.langflow import (
     run_langflow_flow,
 )
 from tests.fixtures.langflow import RealLangflow
-from tests.flows.test_langflow import work_pool  # noqa: F401
 from tests.magicflow.test_cli_langflow import assert_one_line_error, magicflow
 
 pytestmark = [pytest.mark.langflow, pytest.mark.timeout(1800)]
@@ -77,7 +76,7 @@ def test_workflows_and_cli_against_a_real_server(
     real_langflow: RealLangflow,
     echo: dict,
     prefect: SyncPrefectClient,
-    work_pool: str,  # noqa: F811
+    work_pool: str,
 ) -> None:
     for deployment in read_langflow_deployments(prefect):
         prefect.delete_deployment(deployment.id)

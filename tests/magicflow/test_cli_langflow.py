@@ -25,9 +25,6 @@ from tests.backends import free_port
 from tests.fixtures.kafka import PROJECT_ROOT, subprocess_env
 from tests.fixtures.langflow import LANGFLOW_TEST_KEY, LangflowApi, chat_graph
 
-# Reuses the session work pool of the flow tests.
-from tests.flows.test_langflow import work_pool  # noqa: F401
-
 # Every command is a fresh interpreter importing Prefect and the job modules: about 5 s
 # of CPU each, several times that on a shared, loaded machine.
 pytestmark = pytest.mark.timeout(900)
@@ -74,7 +71,7 @@ def test_flows_list_show_and_sync(
     langflow_api: LangflowApi,
     langflow_server: str,
     prefect: SyncPrefectClient,
-    work_pool: str,  # noqa: F811
+    work_pool: str,
 ) -> None:
     echo = langflow_api.create_flow("Echo", chat_graph())
     langflow_api.create_flow("Broken", {"nodes": chat_graph()["nodes"][:1], "edges": []})
@@ -101,7 +98,7 @@ def test_schedules_round_trip_through_the_prefect_api(
     langflow_api: LangflowApi,
     langflow_server: str,
     prefect: SyncPrefectClient,
-    work_pool: str,  # noqa: F811
+    work_pool: str,
 ) -> None:
     echo = langflow_api.create_flow("Echo", chat_graph())
     url = langflow_server
