@@ -428,13 +428,9 @@ def _resolve(
         raise InvalidInputError("langflow:flow/", "name the flow by id, name or endpoint name")
     resource = f"langflow:flow/{reference}"
     if _is_uuid(reference):
-        if not include_graph:
-            for candidate in _list_flows(conn, client, include_graphs=False):
-                if candidate.id == str(uuid.UUID(reference)):
-                    return candidate
-            raise NotFoundError(resource, "no flow with this id")
         answer = _call(conn, client, "GET", f"/flows/{reference}", resource, "reading the flow")
-        return _flow_from(answer)
+        found = _flow_from(answer)
+        return found if include_graph else found.model_copy(update={"data": None})
     flows = _list_flows(conn, client, include_graphs=False)
     matches = [f for f in flows if f.name == reference] or [
         f for f in flows if f.endpoint_name and f.endpoint_name == reference
@@ -544,21 +540,16 @@ def analyze_flow_graph(flow: LangflowFlow) -> LangflowFlowAnalysis:
     inputs = [c for c in components if c.type in INPUT_COMPONENT_TYPES]
     outputs = [c for c in components if c.type in OUTPUT_COMPONENT_TYPES]
     problems: list[LangflowProblem] = []
+
+    def problem(kind: str, detail: str) -> None:
+        problems.append(LangflowProblem(kind=kind, detail=detail))
+
     if flow.data is None or not components:
-        problems.append(LangflowProblem(kind="no-graph", detail="the flow has no components"))
+        problem("no-graph", "the flow has no components")
     if components and not inputs:
-        problems.append(
-            LangflowProblem(
-                kind="no-input", detail=f"no input component ({', '.join(INPUT_COMPONENT_TYPES)})"
-            )
-        )
+        problem("no-input", f"no input component ({', '.join(INPUT_COMPONENT_TYPES)})")
     if components and not outputs:
-        problems.append(
-            LangflowProblem(
-                kind="no-output",
-                detail=f"no output component ({', '.join(OUTPUT_COMPONENT_TYPES)})",
-            )
-        )
+        problem("no-output", f"no output component ({', '.join(OUTPUT_COMPONENT_TYPES)})")
 
     successors: dict[str, set[str]] = defaultdict(set)
     neighbours: dict[str, set[str]] = defaultdict(set)
@@ -568,13 +559,8 @@ def analyze_flow_graph(flow: LangflowFlow) -> LangflowFlowAnalysis:
         source, target = str(edge.get("source", "")), str(edge.get("target", ""))
         missing = [end for end in (source, target) if end not in ids]
         if missing:
-            problems.append(
-                LangflowProblem(
-                    kind="dangling-edge",
-                    detail=f"edge {source or '?'} -> {target or '?'} names no component "
-                    f"{', '.join(repr(end) for end in missing)}",
-                )
-            )
+            names = ", ".join(repr(end) for end in missing)
+            problem("dangling-edge", f"edge {source or '?'} -> {target or '?'}: no {names}")
             continue
         successors[source].add(target)
         neighbours[source].add(target)
@@ -597,9 +583,7 @@ def analyze_flow_graph(flow: LangflowFlow) -> LangflowFlowAnalysis:
                 ready.append(target)
     if len(order) < len(components):
         looped = [c.id for c in components if c.id not in set(order)]
-        problems.append(
-            LangflowProblem(kind="cycle", detail=f"components in a cycle: {', '.join(looped)}")
-        )
+        problem("cycle", f"in or after a cycle: {', '.join(looped)}")
 
     if outputs:
         # Everything must be connected (either way) to an output; else it never runs.
@@ -612,12 +596,7 @@ def analyze_flow_graph(flow: LangflowFlow) -> LangflowFlowAnalysis:
                     pending.append(neighbour)
         stray = [c.id for c in components if c.id not in reached]
         if stray:
-            problems.append(
-                LangflowProblem(
-                    kind="disconnected",
-                    detail=f"not connected to any output: {', '.join(stray)}",
-                )
-            )
+            problem("disconnected", f"not connected to any output: {', '.join(stray)}")
     return LangflowFlowAnalysis(
         flow_id=flow.id,
         flow_name=flow.name,
