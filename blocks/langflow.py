@@ -1,5 +1,9 @@
 """LangFlow connection block: server URL and API key."""
 
+import os
+from collections.abc import Mapping
+from typing import ClassVar
+
 import httpx
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
@@ -39,6 +43,35 @@ class LangflowConnection(Block):
     timeout_seconds: float = Field(
         default=120.0, gt=0, title="Timeout (s)", description="Timeout of one HTTP request."
     )
+
+    URL_ENV: ClassVar[str] = "LANGFLOW_API_URL"
+    """Environment variable with the server URL (the name LangFlow's own tooling reads)."""
+    API_KEY_ENV: ClassVar[str] = "LANGFLOW_API_KEY"
+    """Environment variable with the API key (the name LangFlow's own tooling reads)."""
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "LangflowConnection":
+        """Builds a connection from ``LANGFLOW_API_URL`` and ``LANGFLOW_API_KEY``.
+
+        The same variables LangFlow's own tooling reads, so a shell already set up
+        for LangFlow needs nothing else. An unset URL means the local default.
+
+        Args:
+            environ: Where to read the variables (defaults to ``os.environ``).
+
+        Returns:
+            An unsaved connection; ``.save(name)`` it to make it a block.
+
+        Example:
+            >>> LangflowConnection.from_environment(
+            ...     {"LANGFLOW_API_URL": "http://lf:7860", "LANGFLOW_API_KEY": "sk-1"}
+            ... ).url
+            'http://lf:7860'
+        """
+        environ = os.environ if environ is None else environ
+        url = environ.get(cls.URL_ENV, "").strip() or cls.model_fields["url"].default
+        api_key = environ.get(cls.API_KEY_ENV, "").strip()
+        return cls(url=url, api_key=SecretStr(api_key) if api_key else None)
 
     def get_client(self) -> httpx.Client:
         """Builds an HTTP client for the LangFlow API.

@@ -274,7 +274,10 @@ class Registry:
 REDACTED = "**********"
 """What a secret parameter's value is replaced with in a dead-lettered copy."""
 
-MAGICFLOW_WORKFLOWS: dict[str, str] = {}
+MAGICFLOW_WORKFLOWS: dict[str, str] = {
+    "langflow-run": "flows.langflow:run_langflow",
+    "langflow-sync": "flows.langflow:sync_langflow",
+}
 """MagicFlow's own workflows: request name -> ``module:flow``.
 
 Each is deployed as ``<flow name>/<request name>`` (see ``prefect.yaml``); the name a

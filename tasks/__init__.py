@@ -62,6 +62,15 @@ from tasks.kubernetes import (
     ensure_resource_quota,
     ensure_secret,
 )
+from tasks.langflow import (
+    LangflowFlow,
+    LangflowFlowAnalysis,
+    LangflowRunResult,
+    analyze_langflow_flow,
+    get_langflow_flow,
+    list_langflow_flows,
+    run_langflow_flow,
+)
 from tasks.vault import KvSecret, ensure_generated_kv_secret, ensure_kv_secret, read_kv_secret
 
 __all__ = [
@@ -72,10 +81,14 @@ __all__ = [
     "GcsObjectGenerations",
     "GcsObjectHistory",
     "KvSecret",
+    "LangflowFlow",
+    "LangflowFlowAnalysis",
+    "LangflowRunResult",
     "MergeRequestApproval",
     "RdsSnapshot",
     "S3ObjectVersion",
     "ServiceQuota",
+    "analyze_langflow_flow",
     "commit_files",
     "ensure_branch",
     "ensure_gcp_secret",
@@ -92,11 +105,13 @@ __all__ = [
     "ensure_secret",
     "ensure_secretsmanager_secret",
     "get_gcp_quota",
+    "get_langflow_flow",
     "get_merge_request_approval",
     "get_service_quota",
     "list_backup_recovery_points",
     "list_ebs_snapshots",
     "list_gcs_object_generations",
+    "list_langflow_flows",
     "list_rds_snapshots",
     "list_s3_object_versions",
     "merge_merge_request",
@@ -104,5 +119,6 @@ __all__ = [
     "read_kv_secret",
     "request_gcp_quota_increase",
     "request_service_quota_increase",
+    "run_langflow_flow",
     "wait_for_merge_request_approval",
 ]

@@ -26,5 +26,6 @@ pytest_plugins = [
     "tests.fixtures.vault",
     "tests.fixtures.kubernetes",
     "tests.fixtures.gitlab",
+    "tests.fixtures.langflow",
     "tests.fixtures.workflows",
 ]

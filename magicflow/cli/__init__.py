@@ -82,6 +82,7 @@ COMMAND_MODULES = (
     "magicflow.cli.check",
     "magicflow.cli.blocks",
     "magicflow.cli.automations",
+    "magicflow.cli.langflow",
 )
 """Subcommand modules, in the order ``--help`` lists them."""
 
