@@ -27,4 +27,5 @@ pytest_plugins = [
     "tests.fixtures.kubernetes",
     "tests.fixtures.gitlab",
     "tests.fixtures.workflows",
+    "tests.fixtures.recording",
 ]

@@ -9,6 +9,19 @@ is forwarded to the upstream server unchanged, except while a fault rule matches
   sleep ``delay`` seconds and close the connection unanswered).
 * ``DELETE /__faults__`` removes all rules.
 * ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N}``.
+
+It also records every request it forwards, so tests can count what a job really
+sent to the backend (a job's own verdict is not evidence):
+
+* ``GET /__requests__`` returns ``{"requests": [{"method", "path", "query",
+  "action", "write"}, ...]}`` in arrival order. ``action`` is the operation of an
+  RPC-style API (AWS query protocol: the ``Action=`` form field; AWS JSON
+  protocol: the ``X-Amz-Target`` header), else null. ``write`` says whether the
+  request may change state: for an RPC action, any action not named like a read
+  (`READ_ACTION_PREFIXES`); otherwise POST, PUT, PATCH and DELETE (`WRITE_METHODS`).
+* ``DELETE /__requests__`` forgets the recorded requests.
+
+Nothing of a request body is kept but the action name.
 """
 
 import argparse
@@ -19,9 +32,45 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""HTTP methods that may change state (REST APIs)."""
+READ_ACTION_PREFIXES = ("Get", "List", "Describe", "Head", "BatchGet", "Lookup", "Search", "Query")
+"""An RPC action starting with one of these only reads (``GetRole``, ``DescribeKey``...)."""
+MAX_RECORDED = 100_000
+
+
+def rpc_action(headers: Any, body: bytes) -> str | None:
+    """The operation of an AWS query- or JSON-protocol request, else None.
+
+    Example:
+        >>> rpc_action({"X-Amz-Target": "TrentService.CreateKey"}, b"")
+        'CreateKey'
+        >>> rpc_action({"Content-Type": "application/x-www-form-urlencoded"}, b"Action=GetRole&V=1")
+        'GetRole'
+    """
+    target = headers.get("X-Amz-Target")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    if str(headers.get("Content-Type", "")).startswith("application/x-www-form-urlencoded"):
+        for key, value in parse_qsl(body.decode(errors="replace")):
+            if key == "Action":
+                return value
+    return None
+
+
+def is_write(method: str, action: str | None) -> bool:
+    """Whether a request may change the backend's state (see the module docstring).
+
+    Example:
+        >>> is_write("POST", "DescribeKey"), is_write("POST", "CreateAlias"), is_write("GET", None)
+        (False, True, False)
+    """
+    if action is not None:
+        return not action.startswith(READ_ACTION_PREFIXES)
+    return method in WRITE_METHODS
 
 
 class State:
@@ -30,6 +79,20 @@ class State:
         self.rules: list[dict[str, Any]] = []
         self.injected = 0
         self.forwarded = 0
+        self.requests: list[dict[str, Any]] = []
+
+    def record(self, method: str, target: str, action: str | None) -> None:
+        path, _, query = target.partition("?")
+        entry = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "action": action,
+            "write": is_write(method, action),
+        }
+        with self.lock:
+            if len(self.requests) < MAX_RECORDED:
+                self.requests.append(entry)
 
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
         with self.lock:
@@ -94,10 +157,20 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 }
             self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
 
+        def _recorded(self) -> None:
+            if self.command == "DELETE":
+                with state.lock:
+                    state.requests.clear()
+            with state.lock:
+                report = {"requests": list(state.requests)}
+            self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
+
         def _handle(self) -> None:
             body = self._body()
             if self.path.startswith("/__faults__"):
                 return self._control(body)
+            if self.path.startswith("/__requests__"):
+                return self._recorded()
             rule = state.take_rule(self.command, self.path)
             if rule is not None:
                 time.sleep(rule.get("delay", 0))
@@ -109,6 +182,7 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 return self._reply(
                     rule["status"], payload.encode(), [("Content-Type", content_type)]
                 )
+            state.record(self.command, self.path, rpc_action(self.headers, body))
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(self.command, self.path, body=body or None, headers=headers)

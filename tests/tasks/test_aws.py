@@ -8,10 +8,7 @@ botocore parses the same error codes it would get from AWS.
 
 import json
 import time
-import urllib.request
-from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,7 +17,6 @@ from botocore.config import Config
 from prefect import flow
 from pydantic import SecretStr
 
-from blocks import AwsCredentials
 from magicflow import (
     Action,
     ConflictError,
@@ -42,8 +38,7 @@ from tasks.aws import (
     put_ssm_parameter,
     request_service_quota_increase,
 )
-from tests.backends import BackendProcess, free_port, http_ready, python_script
-from tests.fixtures.aws import AWS_REGION, aws_credentials_for
+from tests.fixtures.aws import AWS_REGION, aws_credentials_for, fake_state, seed_fake
 
 TRUST = {
     "Version": "2012-10-17",
@@ -104,41 +99,6 @@ def fast(job: Any, **options: Any) -> Any:
 
 
 # --- the Service Quotas / Backup fake -----------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def quota_fake(backend_logs: Path) -> Iterator[str]:
-    """URL of the Service Quotas + Backup fake (``tests/backends/aws_quota_fake.py``)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = BackendProcess(
-        "aws-quota-fake",
-        [*python_script("aws_quota_fake.py"), "--port", str(port)],
-        http_ready(f"{url}/__state__"),
-        backend_logs,
-    )
-    yield url
-    process.stop()
-
-
-def seed_fake(url: str, state: dict[str, Any]) -> None:
-    """Replaces the fake's state (its test-only ``/__seed__`` endpoint)."""
-    request = urllib.request.Request(
-        f"{url}/__seed__", data=json.dumps(state).encode(), method="POST"
-    )
-    urllib.request.urlopen(request, timeout=5).close()
-
-
-def fake_state(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/__state__", timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
-@pytest.fixture
-def quota_credentials(quota_fake: str) -> AwsCredentials:
-    """`AwsCredentials` for the fake, emptied before this test."""
-    seed_fake(quota_fake, {})
-    return aws_credentials_for(quota_fake)
 
 
 def quota(code: str, value: float, adjustable: bool = True) -> dict[str, Any]:
