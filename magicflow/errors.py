@@ -7,7 +7,15 @@ conflict, version 3 was written by someone else``.
 Only `TransientError` is retried (see `magicflow.jobs.retry_on_transient`); all
 other errors are permanent: retrying a bad input or a missing permission cannot
 succeed and only delays the failure.
+
+Which failure is which is decided in one table, below: `ERROR_FOR_STATUS` for HTTP
+answers and `EXCEPTION_RULES` for transport failures. A job module only reads the
+HTTP status (and a short message) out of its client library's error, handles the
+few answers its system gives a special meaning, and lets `typed_errors` do the rest.
 """
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class MagicFlowError(Exception):
@@ -119,6 +127,8 @@ TRUNCATED_ANSWER = "truncated"
 INVALID_ENDPOINT = "endpoint"
 
 EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
+    # A TLS session the peer dropped mid-way is a dropped connection, not a TLS mismatch.
+    ("ssl.SSLEOFError", TRANSPORT_FAILURE),
     # TLS first: most libraries derive their TLS error from their connection error.
     # A certificate or protocol mismatch does not pass by retrying: permanent.
     ("ssl.SSLError", TLS_FAILURE),
@@ -130,6 +140,7 @@ EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
     ("requests.exceptions.MissingSchema", INVALID_ENDPOINT),
     ("requests.exceptions.InvalidSchema", INVALID_ENDPOINT),
     ("requests.exceptions.InvalidURL", INVALID_ENDPOINT),
+    ("requests.exceptions.TooManyRedirects", INVALID_ENDPOINT),
     ("urllib3.exceptions.LocationValueError", INVALID_ENDPOINT),
     ("httpx.UnsupportedProtocol", INVALID_ENDPOINT),
     ("httpx.InvalidURL", INVALID_ENDPOINT),
@@ -273,3 +284,55 @@ def error_for_exception(resource: str, error: BaseException, doing: str) -> Magi
         return None
     cause = f"{doing} failed: {_CAUSE_FOR_KIND[kind]} ({type(error).__name__})"
     return _ERROR_FOR_KIND[kind](resource, cause)
+
+
+HttpAnswer = tuple[int, str]
+"""What a job module reads out of its client's error for an HTTP error answer: the
+status (after its system's special cases) and the cause to report, never a body."""
+
+
+@contextmanager
+def typed_errors(
+    resource: str, doing: str, read_answer: Callable[[Exception], HttpAnswer | None]
+) -> Iterator[None]:
+    """Re-raises whatever a client library raises inside the block as the table's typed error.
+
+    The one way every job module translates failures: ``read_answer`` turns the
+    client's HTTP error into ``(status, cause)`` (or None when the exception is not
+    an HTTP answer); `error_for_status` then decides the type. Other exceptions go
+    through `error_for_exception` (TLS, timeouts, refused, reset, truncated,
+    invalid URLs); one that no rule knows propagates unchanged and is not retried.
+    The client's exception is never chained: its text may quote a request or
+    response body, and with it a secret.
+
+    Args:
+        resource: The resource the calls are about.
+        doing: What the job is doing, e.g. ``"reading the bucket"``.
+        read_answer: The module's reader of its client's HTTP errors.
+
+    Yields:
+        Nothing; the block runs inside the translation.
+
+    Example:
+        >>> def read_answer(error):
+        ...     return (error.args[0], f"answered {error.args[0]}") if error.args else None
+        >>> try:
+        ...     with typed_errors("demo:thing/a", "reading", read_answer):
+        ...         raise RuntimeError(503)
+        ... except TransientError as error:
+        ...     print(error)
+        demo:thing/a: answered 503
+    """
+    try:
+        yield
+    except MagicFlowError:
+        raise
+    except Exception as error:
+        answer = read_answer(error)
+        if answer is not None:
+            status, cause = answer
+            raise error_for_status(resource, status, cause) from None
+        typed = error_for_exception(resource, error, doing)
+        if typed is None:
+            raise
+        raise typed from None

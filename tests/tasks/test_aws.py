@@ -1016,7 +1016,7 @@ def test_every_job_retries_a_503_but_not_a_403(
 def test_policy_documents_are_parsed_from_iam_url_encoding() -> None:
     from urllib.parse import quote
 
-    from tasks.aws import _parse_policy
+    from tasks.aws.iam import _parse_policy
 
     assert _parse_policy(quote(json.dumps(TRUST))) == TRUST
     assert _parse_policy(json.dumps(TRUST, indent=2)) == TRUST
