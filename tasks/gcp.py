@@ -1,10 +1,10 @@
 """GCP jobs: Cloud Storage buckets and object generations, Secret Manager secrets, quotas.
 
 Every job takes a `blocks.GcpConnection` (or the name of a saved one), reads the
-current state first and writes only what differs. Backend failures become
-`magicflow.errors` in one place, `_translated`; the Google clients' own retries
-are switched off on every call (``retry=None``) so that Prefect's retries are the
-only retry layer.
+current state first and writes only what differs. Backend failures go through the
+one error table (`magicflow.errors`) via `_calling`; the Google clients' own
+retries are switched off on every call (``retry=None``) so that Prefect's retries
+are the only retry layer.
 
 Cloud Storage and Secret Manager use Google's client libraries; Cloud Quotas has
 no client library among our dependencies, so its v1 REST API is called through
@@ -17,12 +17,11 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
 from google.cloud.secretmanager import SecretManagerServiceClient, SecretVersion
@@ -34,14 +33,12 @@ from magicflow import (
     Change,
     ConflictError,
     InvalidInputError,
-    MagicFlowError,
     NotFoundError,
-    PermissionDeniedError,
-    TransientError,
     connection,
     job,
     report,
 )
+from magicflow.errors import HttpAnswer, typed_errors
 
 __all__ = [
     "GcpQuota",
@@ -150,49 +147,39 @@ def _project_of(gcp: GcpConnection, project: str | None, resource: str) -> str:
 # --- backend errors -----------------------------------------------------------------
 
 
-def _translated(error: Exception, resource: str, doing: str) -> MagicFlowError:
-    """Turns a Google client, auth or HTTP error into the matching `magicflow` error.
+def _google_answer(doing: str) -> Callable[[Exception], HttpAnswer | None]:
+    """Reads Google client and auth errors into (status, cause) for the one error table.
 
-    The only place in this module that decides what is transient: 429, 5xx,
-    timeouts and connection failures are retried by Prefect; the rest is permanent.
-    Messages carry the status and the server's message, never a request body.
+    Google-specific meanings: FAILED_PRECONDITION and ABORTED (a stale etag or
+    metageneration) mean the resource changed under us (409), and credentials
+    Google refuses to refresh are a permission problem (401).
     """
-    if isinstance(error, google_errors.GoogleAPICallError):
-        code = error.code
-        cause = f"could not {doing}: HTTP {code} {error.message}"[:400]
-        if isinstance(
-            error,
-            google_errors.FailedPrecondition | google_errors.Aborted | google_errors.Conflict,
-        ) or code in (409, 412):
-            return ConflictError(resource, cause)
-        if code is None or code == 429 or code >= 500:
-            return TransientError(resource, cause)
-        if code in (401, 403):
-            return PermissionDeniedError(resource, cause)
-        if code == 404:
-            return NotFoundError(resource, cause)
-        return InvalidInputError(resource, cause)
-    if isinstance(error, requests.ConnectionError | requests.Timeout | auth_errors.TransportError):
-        return TransientError(resource, f"could not {doing}: {type(error).__name__}")
-    if isinstance(error, auth_errors.GoogleAuthError):
-        return PermissionDeniedError(resource, f"could not {doing}: credentials rejected")
-    return InvalidInputError(resource, f"could not {doing}: {type(error).__name__}")
+
+    def read_answer(error: Exception) -> HttpAnswer | None:
+        if isinstance(error, google_errors.GoogleAPICallError):
+            cause = f"could not {doing}: HTTP {error.code} {error.message}"[:400]
+            if isinstance(error, google_errors.FailedPrecondition | google_errors.Aborted):
+                return 409, cause
+            # No status: the answer could not be read; it may come whole next time.
+            return int(error.code or 503), cause
+        if isinstance(error, auth_errors.GoogleAuthError) and not isinstance(
+            error, auth_errors.TransportError
+        ):
+            return 401, f"could not {doing}: credentials rejected"
+        return None
+
+    return read_answer
 
 
-_BACKEND_ERRORS = (
-    google_errors.GoogleAPICallError,
-    requests.RequestException,
-    auth_errors.GoogleAuthError,
-)
+def _calling(resource: str, doing: str) -> AbstractContextManager[None]:
+    """Raises Google client, auth and transport errors inside the block as typed errors.
 
-
-@contextmanager
-def _calling(resource: str, doing: str) -> Iterator[None]:
-    """Translates backend errors raised inside the block (see `_translated`)."""
-    try:
-        yield
-    except _BACKEND_ERRORS as error:
-        raise _translated(error, resource, doing) from error
+    The Google clients' own retries are off on every call (``retry=None``), so a
+    failure reaches the table (`magicflow.errors`) at once: 429, 5xx, timeouts,
+    refused or reset connections and truncated answers are retried by Prefect;
+    TLS failures, invalid URLs and other 4xx are not.
+    """
+    return typed_errors(resource, f"trying to {doing}", _google_answer(doing))
 
 
 # --- Cloud Storage ------------------------------------------------------------------

@@ -9,21 +9,19 @@ current state first and writes only what differs, so a second run reports
 * ``gitlab:project/platform/tenants/merge_request/7`` for a merge request (a
   merge request a dry run would create is ``.../merge_request/<source>-><target>``).
 
-python-gitlab's errors are translated into `magicflow.errors` in one place
-(`_translated_errors`): 5xx, 408, 429 and connection failures become
-`TransientError` (retried by Prefect), 401/403 `PermissionDeniedError`, 404
-`NotFoundError`, 405/406/409/412 and GitLab's "already exists" / "changed
-since you started editing" answers `ConflictError`, other 4xx
-`InvalidInputError`.
+python-gitlab's errors go through the one error table (`magicflow.errors`):
+`_gitlab_answer` reads the status and GitLab's short message, and gives GitLab's
+own answers their meaning: 405/406 on a merge and the 400 "already exists" /
+"changed since you started editing" answers are conflicts. Transport failures
+(timeouts, refused or reset connections, TLS, invalid URLs) follow the table.
 """
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-import requests
 from gitlab.exceptions import GitlabError, RedirectError
 from gitlab.v4.objects import Project
 from pydantic import BaseModel, ConfigDict
@@ -36,13 +34,13 @@ from magicflow import (
     DeadlineExceededError,
     InvalidInputError,
     NotFoundError,
-    PermissionDeniedError,
     TransientError,
     connection,
     job,
     job_logger,
     report,
 )
+from magicflow.errors import HttpAnswer, typed_errors
 
 T = TypeVar("T")
 
@@ -91,37 +89,37 @@ class MergeRequestApproval(BaseModel):
     web_url: str
 
 
-@contextmanager
-def _translated_errors(resource: str) -> Iterator[None]:
-    """Re-raises python-gitlab and transport errors as typed MagicFlow errors about `resource`.
+def _gitlab_answer(error: Exception) -> HttpAnswer | None:
+    """Status and cause of a python-gitlab error answer (the rest goes to the error table).
 
-    The cause quotes GitLab's short error message, never a request or response
-    body; the original exception is not chained, so nothing else leaks into logs.
+    GitLab-specific meanings: a 400 saying that something "already exists" or
+    "changed since you started editing" means someone else changed it first (409);
+    405 and 406 on a merge mean the merge request's state forbids it (409).
     """
-    try:
-        yield
-    except RedirectError:
-        raise InvalidInputError(
-            resource,
+    if isinstance(error, RedirectError):
+        return (
+            400,
             "GitLab redirected the request; use the final URL (often https://) in the connection",
-        ) from None
-    except GitlabError as error:
-        code = error.response_code
-        message = " ".join(str(error.error_message or "").split())[:200]
-        cause = f"GitLab answered {code}: {message}" if message else f"GitLab answered {code}"
-        if code is None:
-            raise TransientError(resource, f"unreadable answer from GitLab ({message})") from None
-        if code in (408, 429) or code >= 500:
-            raise TransientError(resource, cause) from None
-        if code in (401, 403):
-            raise PermissionDeniedError(resource, cause) from None
-        if code == 404:
-            raise NotFoundError(resource, cause) from None
-        if code in (405, 406, 409, 412) or any(text in message for text in _CONFLICT_MESSAGES):
-            raise ConflictError(resource, cause) from None
-        raise InvalidInputError(resource, cause) from None
-    except requests.RequestException as error:
-        raise TransientError(resource, f"GitLab unreachable ({type(error).__name__})") from None
+        )
+    if not isinstance(error, GitlabError) or error.response_code is None:
+        # No status: an unreadable answer (the error table follows its cause).
+        return None
+    code = error.response_code
+    message = " ".join(str(error.error_message or "").split())[:200]
+    cause = f"GitLab answered {code}: {message}" if message else f"GitLab answered {code}"
+    if code in (405, 406) or (code == 400 and any(text in message for text in _CONFLICT_MESSAGES)):
+        return 409, cause
+    return code, cause
+
+
+def _translated_errors(
+    resource: str, doing: str = "calling GitLab"
+) -> AbstractContextManager[None]:
+    """Raises python-gitlab and transport errors inside the block as typed errors about `resource`.
+
+    The cause quotes GitLab's short error message, never a request or response body.
+    """
+    return typed_errors(resource, doing, _gitlab_answer)
 
 
 def _get_or_none(read: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
