@@ -132,7 +132,6 @@ EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
     # TLS first: most libraries derive their TLS error from their connection error.
     # A certificate or protocol mismatch does not pass by retrying: permanent.
     ("ssl.SSLError", TLS_FAILURE),
-    ("ssl.CertificateError", TLS_FAILURE),
     ("requests.exceptions.SSLError", TLS_FAILURE),
     ("urllib3.exceptions.SSLError", TLS_FAILURE),
     ("botocore.exceptions.SSLError", TLS_FAILURE),
@@ -248,12 +247,17 @@ def failure_kind(error: BaseException) -> str | None:
             if name in names:
                 matches.append((rank, kind))
                 break
-        # A wrapper (urllib3's MaxRetryError, httpx's ConnectError) often hides the
-        # real cause, e.g. a TLS failure: the most specific rule along the chain wins.
+        # A wrapper (urllib3's MaxRetryError, requests' ConnectionError, httpx's
+        # ConnectError) often hides the real cause, e.g. a TLS failure: the most
+        # specific rule along the chain wins. Wrappers keep it in ``reason``, in their
+        # first argument, or as the exception's cause or context.
         reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
         current = (
             reason
             if isinstance(reason, BaseException)
+            else first
+            if isinstance(first, BaseException)
             else current.__cause__
             or (current.__context__ if not current.__suppress_context__ else None)
         )

@@ -6,7 +6,10 @@ is forwarded to the upstream server unchanged, except while a fault rule matches
 * ``POST /__faults__`` with ``{"status": 503, "count": 2, "method": "PUT",
   "path": "regex", "body": "...", "content_type": "...", "delay": 0}`` makes the
   next ``count`` matching requests answer ``status`` (or, with ``"status": 0``,
-  sleep ``delay`` seconds and close the connection unanswered).
+  sleep ``delay`` seconds and close the connection unanswered). With
+  ``"truncate": N`` instead, the request is forwarded and the backend's answer is
+  sent with its full ``Content-Length`` but only its first N body bytes, then
+  the connection is closed: an answer cut short on the way.
 * ``DELETE /__faults__`` removes all rules.
 * ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N}``.
 
@@ -172,6 +175,8 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/__requests__"):
                 return self._recorded()
             rule = state.take_rule(self.command, self.path)
+            if rule is not None and "truncate" in rule:
+                return self._forward(body, truncate=int(rule["truncate"]))
             if rule is not None:
                 time.sleep(rule.get("delay", 0))
                 if rule["status"] == 0:
@@ -182,6 +187,9 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 return self._reply(
                     rule["status"], payload.encode(), [("Content-Type", content_type)]
                 )
+            return self._forward(body)
+
+        def _forward(self, body: bytes, truncate: int | None = None) -> None:
             state.record(self.command, self.path, rpc_action(self.headers, body))
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -189,7 +197,18 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
             response = conn.getresponse()
             data = response.read()
             conn.close()
-            return self._reply(response.status, data, response.getheaders())
+            if truncate is None:
+                return self._reply(response.status, data, response.getheaders())
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:truncate])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
