@@ -154,6 +154,7 @@ EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
     ("httpx.RemoteProtocolError", TRUNCATED_ANSWER),
     ("httpx.DecodingError", TRUNCATED_ANSWER),
     ("botocore.parsers.ResponseParserError", TRUNCATED_ANSWER),
+    ("botocore.exceptions.IncompleteReadError", TRUNCATED_ANSWER),
     ("json.decoder.JSONDecodeError", TRUNCATED_ANSWER),
     # Timeouts, refused and reset connections, unreachable hosts: transient.
     ("builtins.TimeoutError", TRANSPORT_FAILURE),

@@ -37,7 +37,6 @@ from magicflow import (
     Change,
     ConflictError,
     InvalidInputError,
-    NotFoundError,
     connection,
     job,
     report,
@@ -160,11 +159,13 @@ def _core_v1(kubernetes: KubernetesConnection | str) -> Iterator[Any]:
 
 def _read(core: Any, resource: str, read: Callable[..., Any], *args: str) -> dict[str, Any] | None:
     """The object as the API's JSON (camelCase keys), or None when it does not exist."""
-    try:
-        with _translated(resource, "reading"):
+    with _translated(resource, "reading"):
+        try:
             obj = read(*args, _request_timeout=_REQUEST_TIMEOUT)
-    except NotFoundError:
-        return None
+        except ApiException as error:
+            if error.status == 404:  # only a 404 says "absent"; a 410 Gone is an error
+                return None
+            raise
     return dict(core.api_client.sanitize_for_serialization(obj))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
+    IncompleteReadError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
@@ -103,7 +104,29 @@ def aws_client(credentials: AwsCredentials, service: str, region: str | None = N
     params["config"] = user_config.merge(NO_CLIENT_RETRIES) if user_config else NO_CLIENT_RETRIES
     if region or credentials.region_name:
         params["region_name"] = region or credentials.region_name
-    return credentials.get_boto3_session().client(service, **params)
+    client = credentials.get_boto3_session().client(service, **params)
+    client.meta.events.register("after-call", _reject_truncated_answer)
+    return client
+
+
+def _reject_truncated_answer(http_response: Any, model: Any, **_: Any) -> None:
+    """Raises `IncompleteReadError` (transient, in the error table) for an answer cut short.
+
+    botocore reads answers without checking their length, and parses a JSON body cut
+    in the middle as ``{"message": <the fragment>}``: a job would act on an empty
+    answer. Streamed bodies and HEAD answers are left to botocore.
+    """
+    declared = http_response.headers.get("Content-Length")
+    if (
+        declared is None
+        or model.http.get("method") == "HEAD"
+        or model.has_streaming_output
+        or http_response.headers.get("Content-Encoding")
+    ):
+        return
+    received = len(http_response.content or b"")
+    if received < int(declared):
+        raise IncompleteReadError(actual_bytes=received, expected_bytes=int(declared))
 
 
 def error_code(error: ClientError) -> str:

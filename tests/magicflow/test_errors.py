@@ -139,6 +139,10 @@ FAILURES: dict[str, tuple[BaseException, type[MagicFlowError] | None]] = {
     "requests content decoding": (requests.exceptions.ContentDecodingError(), TransientError),
     "urllib3 decoding": (urllib3.exceptions.DecodeError("bad gzip"), TransientError),
     "httpx decoding": (httpx.DecodingError("bad gzip"), TransientError),
+    "botocore incomplete": (
+        botocore.exceptions.IncompleteReadError(actual_bytes=3, expected_bytes=9),
+        TransientError,
+    ),
     "botocore unparsable": (botocore.parsers.ResponseParserError("bad xml"), TransientError),
     "garbled json": (json.JSONDecodeError("Expecting value", "{", 1), TransientError),
     "requests garbled json": (

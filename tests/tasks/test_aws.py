@@ -1021,3 +1021,54 @@ def test_policy_documents_are_parsed_from_iam_url_encoding() -> None:
     assert _parse_policy(quote(json.dumps(TRUST))) == TRUST
     assert _parse_policy(json.dumps(TRUST, indent=2)) == TRUST
     assert _parse_policy(TRUST) is TRUST
+
+
+# --- failures go through the one error table ----------------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    moto_server, aws_credentials, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(moto_server)
+    tls = aws_credentials_for(proxy.url.replace("http://", "https://"))
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_kms_key)(tls, "acme-tls")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(moto_server, aws_credentials, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    independent(moto_server, "kms").create_alias(
+        AliasName="alias/acme-cut",
+        TargetKeyId=independent(moto_server, "kms").create_key()["KeyMetadata"]["KeyId"],
+    )
+    proxy.fail(count=1, method="POST", truncate=8)  # DescribeKey's answer, cut short
+    change = fast(ensure_kms_key)(aws_credentials_for(proxy.url), "acme-cut")
+    assert change.action == Action.UNCHANGED
+    assert proxy.injected - before == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_type"),
+    [
+        ("ThrottlingException", 400, TransientError),
+        ("KMSInternalException", 400, TransientError),
+        ("AccessDeniedException", 400, PermissionDeniedError),
+        ("KMSInvalidStateException", 400, ConflictError),
+        ("SomethingNew", 503, TransientError),
+        ("SomethingNew", 400, InvalidInputError),
+    ],
+)
+def test_aws_error_codes_mean_their_status_in_the_table(
+    code, status, error_type, moto_server, aws_credentials, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    body = aws_json_error(code, "injected")
+    proxy.fail(status=status, count=5, method="POST", content_type=AWS_JSON, body=body)
+    with pytest.raises(error_type, match=f"Key failed with {code}: injected"):
+        fast(ensure_kms_key, retries=1)(aws_credentials_for(proxy.url), "acme-codes")
+    assert proxy.injected - before == (2 if error_type is TransientError else 1)
+    proxy.clear()

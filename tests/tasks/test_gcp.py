@@ -787,3 +787,50 @@ def test_gcp_jobs_compose_in_a_flow_and_accept_a_saved_block_name(
     second = tenant_on_gcp(SecretStr("tenant-pass-77a1"))
     assert [c.action for c in second] == ["unchanged", "unchanged", "unchanged"]
     assert "tenant-pass-77a1" not in captured_logs.text
+
+
+# --- failures go through the one error table -------------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    gcp_connection: GcpConnection, fake_gcs_server: str, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(fake_gcs_server)
+    via_tls = gcp_connection.model_copy(
+        update={"storage_endpoint": proxy.url.replace("http://", "https://")}
+    )
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_gcs_bucket)(via_tls, unique("mf-tls"))
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(
+    gcp_connection: GcpConnection, fake_gcs_server: str, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(fake_gcs_server)
+    injected_before = proxy.injected
+    via_proxy = gcp_connection.model_copy(update={"storage_endpoint": proxy.url})
+    name = unique("mf-cut")
+    storage_client(fake_gcs_server).create_bucket(name, location="EU")
+    proxy.fail(count=1, method="GET", path=rf"^/storage/v1/b/{name}\?", truncate=5)
+
+    change = fast(ensure_gcs_bucket)(via_proxy, name, versioning=False)
+
+    assert change.action == "unchanged"
+    assert proxy.injected - injected_before == 1
+
+
+def test_a_truncated_quota_answer_is_retried(
+    gcp_connection: GcpConnection, cloud_quotas: CloudQuotasFake, fault_proxy_factory
+) -> None:
+    cloud_quotas.seed_quota_info(cpus_quota())
+    proxy = fault_proxy_factory(cloud_quotas.url)
+    injected_before = proxy.injected
+    via_proxy = gcp_connection.model_copy(update={"cloud_quotas_endpoint": proxy.url})
+    proxy.fail(count=1, method="GET", path=r"/quotaInfos/", truncate=12)
+
+    quota = fast(get_gcp_quota)(via_proxy, COMPUTE, CPUS, location="us-central1")
+
+    assert quota.value > 0
+    assert proxy.injected - injected_before == 1

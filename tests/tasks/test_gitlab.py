@@ -18,6 +18,7 @@ from magicflow import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    TransientError,
 )
 from tasks.gitlab import (
     MergeRequestApproval,
@@ -722,3 +723,37 @@ def test_jobs_compose_in_a_flow_and_a_second_run_changes_nothing(
     ).approved
     assert merge_merge_request(gitlab, gitlab_project, iid).action == "updated"
     assert api.files.get("tenants/acme.yaml", ref="main").decode() == b"name: acme\n"
+
+
+# --- failures go through the one error table -------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["gitlab.example.com", "http://", "http://:80", "127.0.0.1:9"])
+def test_an_invalid_url_is_invalid_input_and_not_retried(url, captured_logs) -> None:
+    with pytest.raises(InvalidInputError, match="the endpoint URL is not valid"):
+        fast(ensure_branch)(gitlab_connection_for(url), "root/any", "x")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(faults, captured_logs) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    tls_url = faults.url.replace("http://", "https://")
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_branch)(gitlab_connection_for(tls_url), "root/any", "x")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(gitlab_project, api, faults) -> None:
+    faults.fail(count=1, method="GET", path=r"/repository/branches/", truncate=10)
+    change = fast(ensure_branch)(gitlab_connection_for(faults.url), gitlab_project, "cut")
+    assert change.action == "created"
+    assert faults.injected == 1
+    assert "cut" in branch_names(api)
+
+
+def test_a_refused_connection_is_transient() -> None:
+    from tests.backends import free_port
+
+    nowhere = gitlab_connection_for(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError, match="unreachable"):
+        ensure_branch.with_options(retries=0)(nowhere, "root/any", "x")

@@ -481,3 +481,54 @@ def test_client_does_not_retry_on_its_own(kubernetes, k8s_namespace, fault_proxy
     with pytest.raises(TransientError, match="reading failed: the answer was cut short"):
         ensure_namespace.with_options(retries=0)(connection, k8s_namespace)
     assert proxy.injected - injected == 1
+
+
+# --- failures go through the one error table ----------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    kubernetes, k8s_namespace, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    tls = KubernetesConnection(
+        api_server_url=proxy.url.replace("http://", "https://"),
+        token="t",
+        insecure_skip_tls_verify=True,
+    )
+    with pytest.raises(InvalidInputError, match=r"reading failed: TLS failed"):
+        fast(ensure_namespace)(tls, k8s_namespace)
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(kubernetes, k8s_namespace, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    injected = proxy.injected
+    proxy.fail(count=1, method="GET", path=rf"/namespaces/{k8s_namespace}$", truncate=15)
+    connection = KubernetesConnection(api_server_url=proxy.url, token="t")
+    assert fast(ensure_namespace)(connection, k8s_namespace).action == "unchanged"
+    assert proxy.injected - injected == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(405, InvalidInputError), (410, NotFoundError), (422, InvalidInputError), (504, None)],
+)
+def test_statuses_are_typed_by_the_table(
+    status, error_type, kubernetes, k8s_namespace, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    injected = proxy.injected
+    body = status_body(status, "Injected", f"answered {status}")
+    path = rf"/namespaces/{k8s_namespace}$"
+    proxy.fail(status=status, count=5, method="GET", path=path, body=body)
+    connection = KubernetesConnection(api_server_url=proxy.url, token="t")
+    if error_type is None:  # transient: retried until the budget is spent (1 + 3 retries)
+        with pytest.raises(TransientError, match=f"answered {status}"):
+            fast(ensure_namespace)(connection, k8s_namespace)
+        assert proxy.injected - injected == 4
+    else:
+        with pytest.raises(error_type, match=f"reading failed with HTTP {status}"):
+            fast(ensure_namespace)(connection, k8s_namespace)
+        assert proxy.injected - injected == 1
+    proxy.clear()
