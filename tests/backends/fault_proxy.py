@@ -4,8 +4,9 @@ Run: ``python fault_proxy.py --port P --upstream http://127.0.0.1:U``. Every req
 is forwarded to the upstream server unchanged, except while a fault rule matches:
 
 * ``POST /__faults__`` with ``{"status": 503, "count": 2, "method": "PUT",
-  "path": "regex", "body": "...", "content_type": "...", "delay": 0}`` makes the
-  next ``count`` matching requests answer ``status`` (or, with ``"status": 0``,
+  "path": "regex", "action": "CreateAlias", "body": "...", "content_type": "...",
+  "delay": 0}`` makes the next ``count`` matching requests (``action``: an RPC
+  action, see below) answer ``status`` (or, with ``"status": 0``,
   sleep ``delay`` seconds and close the connection unanswered). With
   ``"truncate": N`` instead, the request is forwarded and the backend's answer is
   sent with its full ``Content-Length`` but only its first N body bytes, then
@@ -97,10 +98,12 @@ class State:
             if len(self.requests) < MAX_RECORDED:
                 self.requests.append(entry)
 
-    def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
+    def take_rule(self, method: str, path: str, action: str | None) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
                 if rule.get("method") not in (None, method):
+                    continue
+                if rule.get("action") not in (None, action):
                     continue
                 if rule.get("path") and not re.search(rule["path"], path):
                     continue
@@ -174,7 +177,7 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 return self._control(body)
             if self.path.startswith("/__requests__"):
                 return self._recorded()
-            rule = state.take_rule(self.command, self.path)
+            rule = state.take_rule(self.command, self.path, rpc_action(self.headers, body))
             if rule is not None and "truncate" in rule:
                 return self._forward(body, truncate=int(rule["truncate"]))
             if rule is not None:

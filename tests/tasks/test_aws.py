@@ -443,6 +443,10 @@ def test_iam_access_denied_is_not_retried(
 # --- KMS keys -----------------------------------------------------------------------------
 
 
+def kms_tags(kms: Any, key_id: str) -> dict[str, str]:
+    return {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key_id)["Tags"]}
+
+
 def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_server) -> None:
     kms = independent(moto_server, "kms")
     created = ensure_kms_key(aws_credentials, "acme-prod", "acme data", {"team": "acme"})
@@ -450,7 +454,7 @@ def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_se
     assert (created.resource, created.action) == ("aws:kms:alias/acme-prod", Action.CREATED)
     key = kms.describe_key(KeyId="alias/acme-prod")["KeyMetadata"]
     assert (key["KeyId"], key["Description"]) == (key_id, "acme data")
-    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "team", "TagValue": "acme"}]
+    assert kms_tags(kms, key_id) == {"team": "acme", "magicflow:alias": "alias/acme-prod"}
 
     again = ensure_kms_key(aws_credentials, "alias/acme-prod", "acme data", {"team": "acme"})
     assert again.action == Action.UNCHANGED and again.detail == {"key_id": key_id}
@@ -461,7 +465,7 @@ def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_se
     assert updated.action == Action.UPDATED
     assert updated.detail == {"key_id": key_id, "fields": ["description", "tags"]}
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "acme data at rest"
-    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "env", "TagValue": "prod"}]
+    assert kms_tags(kms, key_id) == {"env": "prod", "magicflow:alias": "alias/acme-prod"}
     assert len(kms.list_keys()["Keys"]) == 1
 
 
@@ -482,6 +486,37 @@ def test_kms_key_dry_run_and_invalid_alias_write_nothing(aws_credentials, moto_s
         {"key_id": key_id, "fields": ["description"]},
     )
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "old"
+
+
+def test_kms_retry_after_a_failed_alias_adopts_the_key_instead_of_making_another(
+    moto_server, aws_credentials, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    kms = independent(moto_server, "kms")
+    # Someone else's key and a key of ours for another alias are never adopted.
+    kms.create_key(Description="not ours")
+    ensure_kms_key(aws_credentials, "acme-other")
+    proxy.fail(
+        status=503,
+        count=1,
+        method="POST",
+        action="CreateAlias",
+        content_type=AWS_JSON,
+        body=aws_json_error("ServiceUnavailableException", "try again"),
+    )
+    change = fast(ensure_kms_key)(
+        aws_credentials_for(proxy.url), "acme-retry", "acme data", {"team": "acme"}
+    )
+    assert proxy.injected - before == 1  # the first attempt made the key, then failed
+    assert (change.action, change.detail["adopted"]) == (Action.CREATED, True)
+    key_id = kms.describe_key(KeyId="alias/acme-retry")["KeyMetadata"]["KeyId"]
+    assert change.detail["key_id"] == key_id
+    assert len(kms.list_keys()["Keys"]) == 3  # not 4: no second key for acme-retry
+    assert kms_tags(kms, key_id) == {"team": "acme", "magicflow:alias": "alias/acme-retry"}
+    assert ensure_kms_key(aws_credentials, "acme-retry", "acme data", {"team": "acme"}).action == (
+        Action.UNCHANGED
+    )
 
 
 def test_kms_throttling_is_retried(moto_server, aws_credentials, fault_proxy_factory) -> None:
