@@ -82,6 +82,51 @@ def _parse_policy(document: Any) -> Any:
     return document
 
 
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+
+
+def _normalized_trust_policy(document: Any, partition: str) -> Any:
+    """A trust policy as IAM stores it, so that what we want compares equal to what we read.
+
+    IAM rewrites a bare account id principal (``"123456789012"``) to the account's
+    root ARN (``arn:aws:iam::123456789012:root``) and accepts a single statement
+    object for a list of one; without this, such a policy would never compare equal
+    and every run would rewrite it.
+    """
+    if not isinstance(document, Mapping):
+        return document
+    statements = document.get("Statement")
+    if isinstance(statements, Mapping):
+        statements = [statements]
+    if not isinstance(statements, list):
+        return dict(document)
+    return {**document, "Statement": [_normalized_statement(s, partition) for s in statements]}
+
+
+def _normalized_statement(statement: Any, partition: str) -> Any:
+    if not isinstance(statement, Mapping):
+        return statement
+    normalized = dict(statement)
+    for key in ("Principal", "NotPrincipal"):
+        principal = statement.get(key)
+        if isinstance(principal, Mapping) and "AWS" in principal:
+            aws = principal["AWS"]
+            rewritten = (
+                [_root_arn(p, partition) for p in aws]
+                if isinstance(aws, list)
+                else _root_arn(aws, partition)
+            )
+            normalized[key] = {**principal, "AWS": rewritten}
+    return normalized
+
+
+def _root_arn(principal: Any, partition: str) -> Any:
+    """The account's root ARN for a bare account id; any other principal as it is."""
+    if isinstance(principal, str) and _ACCOUNT_ID.match(principal):
+        return f"arn:{partition}:iam::{principal}:root"
+    return principal
+
+
 def _read_role(iam: Any, name: str) -> dict[str, Any] | None:
     found = call_or_none({"NoSuchEntity"}, iam.get_role, RoleName=name)
     if found is None:
@@ -90,7 +135,9 @@ def _read_role(iam: Any, name: str) -> dict[str, Any] | None:
     inline_names = paginate(iam, "list_role_policies", "PolicyNames", RoleName=name)
     return {
         "description": role.get("Description", ""),
-        "trust_policy": _parse_policy(role["AssumeRolePolicyDocument"]),
+        "trust_policy": _normalized_trust_policy(
+            _parse_policy(role["AssumeRolePolicyDocument"]), iam.meta.partition
+        ),
         "tags": tag_dict(paginate(iam, "list_role_tags", "Tags", RoleName=name)),
         "managed_policies": {
             policy["PolicyArn"]
@@ -121,7 +168,8 @@ def ensure_iam_role(
     """Ensures an IAM role with exactly the given trust policy, policies, tags and description.
 
     Policies are compared as parsed JSON, so key order and whitespace never count as a
-    difference. Managed policies are attached and detached, and inline policies put and
+    difference; a bare account id principal compares equal to the root ARN IAM
+    stores for it. Managed policies are attached and detached, and inline policies put and
     deleted, until the role has exactly the ones given.
 
     Args:
@@ -214,6 +262,9 @@ def ensure_iam_role(
     credentials = connection(aws_credentials, AwsCredentials)
     with aws_errors(resource):
         iam = aws_client(credentials, "iam")
+        desired["trust_policy"] = _normalized_trust_policy(
+            desired["trust_policy"], iam.meta.partition
+        )
         current = _read_role(iam, name)
         attached = current["managed_policies"] if current else set()
         # Checked before any write, so that a typo in an ARN leaves no half-made role behind.

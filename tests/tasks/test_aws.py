@@ -1107,3 +1107,98 @@ def test_aws_error_codes_mean_their_status_in_the_table(
         fast(ensure_kms_key, retries=1)(aws_credentials_for(proxy.url), "acme-codes")
     assert proxy.injected - before == (2 if error_type is TransientError else 1)
     proxy.clear()
+
+
+# --- idempotency at the wire: a second run and a dry run send no write --------------------
+
+ACCOUNT_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
+def test_ensure_s3_bucket_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_s3_bucket(aws, "acme-wire", **kw),
+        wanted={"tags": {"team": "acme"}},
+        changed={"tags": {"team": "other"}, "versioning": False},
+    )
+    assert [w.method for w in writes].count("PUT") >= 4  # bucket, versioning, encryption, ...
+
+
+def test_ensure_iam_role_second_run_and_dry_run_send_no_writes(
+    recording_proxies, moto_server
+) -> None:
+    aws = recording_proxies.aws()
+    (audit,) = managed_policies(independent(moto_server, "iam"), "acme-audit")
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_iam_role(aws, "acme-wire", TRUST, **kw),
+        wanted={"managed_policy_arns": [audit], "inline_policies": {"read": READ_BUCKETS}},
+        changed={"inline_policies": {"read": WRITE_BUCKETS}},
+    )
+    assert {w.action for w in writes} == {"CreateRole", "AttachRolePolicy", "PutRolePolicy"}
+
+
+def test_iam_trust_policy_with_a_bare_account_id_settles(recording_proxies, moto_server) -> None:
+    aws = recording_proxies.aws()
+    # What IAM stores for a bare account id principal (moto keeps the text as sent).
+    stored = json.loads(
+        json.dumps(ACCOUNT_TRUST).replace('"123456789012"', '"arn:aws:iam::123456789012:root"')
+    )
+    independent(moto_server, "iam").create_role(
+        RoleName="acme-cross", AssumeRolePolicyDocument=json.dumps(stored)
+    )
+    with recording_proxies.no_writes():
+        assert ensure_iam_role(aws, "acme-cross", ACCOUNT_TRUST).action == Action.UNCHANGED
+    with recording_proxies.no_writes():
+        assert ensure_iam_role(aws, "acme-cross", stored).action == Action.UNCHANGED
+
+
+def test_ensure_kms_key_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_kms_key(aws, "acme-wire", **kw),
+        wanted={"description": "acme data", "tags": {"team": "acme"}},
+        changed={"description": "acme data at rest"},
+    )
+    assert [w.action for w in writes] == ["CreateKey", "CreateAlias"]
+
+
+def test_put_ssm_parameter_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: put_ssm_parameter(aws, "/acme/wire", **kw),
+        wanted={"value": SecretStr(SSM_SECRET), "tags": {"team": "acme"}},
+        changed={"value": SecretStr(SSM_SECRET_2), "tags": {"team": "acme"}},
+    )
+    assert [w.action for w in writes] == ["PutParameter"]
+
+
+def test_ensure_secretsmanager_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies,
+) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_secretsmanager_secret(aws, "acme/wire", **kw),
+        wanted={"value": SecretStr(SM_SECRET), "description": "db"},
+        changed={"value": SecretStr(SM_SECRET_2), "description": "db"},
+    )
+    assert [w.action for w in writes] == ["CreateSecret"]
+
+
+def test_request_service_quota_increase_second_run_and_dry_run_send_no_writes(
+    recording_proxies, quota_fake
+) -> None:
+    aws = recording_proxies.aws_quotas()
+    seed_fake(quota_fake, {"quotas": [quota("L-1216C47A", 32)]})
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: request_service_quota_increase(aws, "ec2", "L-1216C47A", **kw),
+        wanted={"desired_value": 64},
+    )
+    assert [w.action for w in writes] == ["RequestServiceQuotaIncrease"]
+    with recording_proxies.no_writes():  # a smaller ask is covered by the open request
+        assert request_service_quota_increase(aws, "ec2", "L-1216C47A", 48).action == "unchanged"
+    assert fake_state(quota_fake)["calls"]["RequestServiceQuotaIncrease"] == 1
