@@ -773,9 +773,10 @@ def request_gcp_quota_increase(
     """Asks for a higher quota value through a Cloud Quotas QuotaPreference.
 
     Nothing is asked when the value in effect already grants `preferred_value`, or
-    when a preference for the same quota and dimensions already asks for at least
-    as much (granted or still pending). Otherwise that preference is raised, or a
-    new one is created.
+    when a preference for the same quota and dimensions still under review asks for
+    at least as much, or was granted at least as much. A preference Google decided
+    with less than it asked (denied or partly granted) is a `ConflictError`, not
+    success. Otherwise that preference is raised, or a new one is created.
 
     Args:
         gcp_connection: The GCP connection block, or the name of a saved one.
@@ -798,7 +799,8 @@ def request_gcp_quota_increase(
     Raises:
         InvalidInputError: Malformed input, or dimensions the quota does not have.
         NotFoundError: No such quota.
-        ConflictError: The quota is fixed or not eligible for an increase, or the
+        ConflictError: The quota is fixed or not eligible for an increase, Google
+            denied or partly granted a preference that asked for enough, or the
             preference changed while being updated.
         PermissionDeniedError: The connection may not read or change quota preferences.
         TransientError: Cloud Quotas was unavailable (retried by Prefect).
@@ -868,15 +870,31 @@ def request_gcp_quota_increase(
     )
     if existing is not None:
         config = existing.get("quotaConfig", {})
+        requested = int(config.get("preferredValue", 0))
+        granted = int(config["grantedValue"]) if "grantedValue" in config else None
+        under_review = bool(existing.get("reconciling", False))
         detail.update(
             preference=existing.get("name"),
-            requested_value=int(config.get("preferredValue", 0)),
-            granted_value=int(config["grantedValue"]) if "grantedValue" in config else None,
-            reconciling=bool(existing.get("reconciling", False)),
+            requested_value=requested,
+            granted_value=granted,
+            reconciling=under_review,
         )
-        if _grants(int(config.get("preferredValue", 0)), preferred_value):
+        # A preference covers the value while Google reviews it, or once Google granted
+        # enough. A decided preference that asked for enough but got less was denied
+        # (or partly granted): asking the same again would not change Google's answer.
+        if (under_review and _grants(requested, preferred_value)) or (
+            granted is not None and _grants(granted, preferred_value)
+        ):
             return report(
                 Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
+            )
+        if not under_review and _grants(requested, preferred_value):
+            state = config.get("stateDetail") or "no detail"
+            raise ConflictError(
+                resource,
+                f"Google decided preference {existing.get('name')}: granted "
+                f"{granted if granted is not None else 'nothing'} of the {requested} asked "
+                f"({state}); ask Google Cloud support, or ask for a value above {requested}",
             )
     if info.get("isFixed"):
         raise ConflictError(resource, "the quota is fixed and cannot be increased")
