@@ -532,3 +532,60 @@ def test_statuses_are_typed_by_the_table(
             fast(ensure_namespace)(connection, k8s_namespace)
         assert proxy.injected - injected == 1
     proxy.clear()
+
+
+# --- idempotency at the wire: a second run and a dry run send no write --------------
+
+
+def test_ensure_namespace_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_namespace(k8s_connection, name, **kw),
+        wanted={"labels": {"team": "acme"}, "annotations": {"owner": "ops"}},
+        changed={"labels": {"team": "platform"}},
+    )
+    assert [(w.method, w.path) for w in writes] == [("POST", "/api/v1/namespaces")]
+
+
+def test_ensure_resource_quota_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_resource_quota(k8s_connection, k8s_namespace, "default", **kw),
+        # Equal quantities written another way are not a change.
+        wanted={"hard": {"requests.memory": "1Gi", "pods": "10"}},
+        changed={"hard": {"requests.memory": "2Gi", "pods": "10"}},
+    )
+    assert [w.method for w in writes] == ["POST"]
+    with recording_proxies.no_writes():
+        same = ensure_resource_quota(
+            k8s_connection, k8s_namespace, "default", {"requests.memory": "1024Mi", "pods": "10"}
+        )
+    assert same.action == "unchanged"
+
+
+def test_ensure_limit_range_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    limits = [{"type": "Container", "default": {"cpu": "500m"}, "max": {"cpu": "2"}}]
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_limit_range(k8s_connection, k8s_namespace, "defaults", **kw),
+        wanted={"limits": limits},
+        changed={"limits": [{"type": "Container", "max": {"cpu": "4"}}]},
+    )
+    assert [w.method for w in writes] == ["POST"]
+
+
+def test_ensure_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_secret(k8s_connection, k8s_namespace, "db", **kw),
+        wanted={"data": {"password": SecretStr(PASSWORD)}, "labels": {"app": "acme"}},
+        changed={"data": {"password": SecretStr(PASSWORD + "-rotated")}},
+    )
+    assert [w.method for w in writes] == ["POST"]

@@ -426,3 +426,30 @@ def test_a_tls_failure_is_invalid_input_and_not_retried(
     with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
         fast(ensure_kv_secret)(tls, vault_path, {"k": SecretStr("v")})
     assert " - Retry " not in captured_logs.text
+
+
+# --- idempotency at the wire: a second run and a dry run send no write ----------------
+
+
+def test_ensure_kv_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, vault_path
+) -> None:
+    vault = recording_proxies.vault()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_kv_secret(vault, vault_path, **kw),
+        wanted={"data": {"password": SecretStr(PASSWORD)}},
+        changed={"data": {"password": SecretStr(PASSWORD + "-rotated")}},
+    )
+    assert [(w.method, w.path) for w in writes] == [("POST", f"/v1/secret/data/{vault_path}")]
+
+
+def test_ensure_generated_kv_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, vault_kv, vault_path
+) -> None:
+    vault = recording_proxies.vault()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_generated_kv_secret(vault, vault_path, **kw),
+        wanted={"key": "password"},
+    )
+    assert [w.method for w in writes] == ["POST"]
+    assert stored(vault_kv, vault_path)[1] == 1  # generated once, never rotated
