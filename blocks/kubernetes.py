@@ -27,13 +27,12 @@ class KubernetesConnection(Block):
         context: The kubeconfig context to use; its current context when empty.
 
     Example:
+        Load a saved Kubernetes connection:
         ```python
         from blocks import KubernetesConnection
-        from kubernetes import client
 
-        conn = KubernetesConnection(api_server_url="https://10.0.0.1:6443", token="eyJ...",
-                                    ca_cert_pem=open("ca.crt").read())
-        client.CoreV1Api(conn.get_client()).list_namespace()
+        kubernetes = KubernetesConnection.load("BLOCK_NAME")
+        api_client = kubernetes.get_client()
         ```
     """
 

@@ -42,12 +42,12 @@ class VaultConnection(Block):
         timeout_seconds: Timeout of one HTTP request.
 
     Example:
+        Load a saved Vault connection:
         ```python
         from blocks import VaultConnection
 
-        vault = VaultConnection(url="https://vault.example.com", token="hvs....")
+        vault = VaultConnection.load("BLOCK_NAME")
         client = vault.get_client()
-        client.secrets.kv.v2.read_secret_version(path="acme/db", mount_point=vault.kv_mount)
         ```
     """
 

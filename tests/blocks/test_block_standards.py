@@ -202,3 +202,15 @@ def test_kubernetes_connection_sends_its_bearer_token() -> None:
 def test_langflow_client_sends_the_api_key_header() -> None:
     with LangflowConnection(api_key=SECRET).get_client() as client:
         assert client.headers["x-api-key"] == SECRET
+
+
+@pytest.mark.parametrize("block_type", ALL_BLOCKS, ids=lambda b: b.__name__)
+def test_block_code_example_follows_prefects_ui_convention(block_type: type[Block]) -> None:
+    """The block's page in the UI shows how to load it: an import and ``.load("BLOCK_NAME")``."""
+    name = block_type.__name__
+    example = block_type.get_code_example() or ""
+    code = example.split("```python\n", 1)[-1].split("```", 1)[0]
+    lines = code.splitlines()
+    assert lines[0] == f"from blocks import {name}", example
+    assert any(line.endswith(f' = {name}.load("BLOCK_NAME")') for line in lines[1:3]), example
+    compile(code, f"<{name} example>", "exec")  # it is Python
