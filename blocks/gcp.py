@@ -24,12 +24,12 @@ class GcpConnection(GcpCredentials):
         anonymous: Use anonymous credentials (emulators only).
 
     Example:
+        Load a saved GCP connection:
         ```python
         from blocks import GcpConnection
 
-        local = GcpConnection(project="demo", anonymous=True,
-                              storage_endpoint="http://127.0.0.1:4443")
-        local.get_cloud_storage_client().list_buckets()
+        gcp = GcpConnection.load("BLOCK_NAME")
+        storage = gcp.get_cloud_storage_client()
         ```
     """
 

@@ -30,11 +30,12 @@ class GitLabConnection(Block):
         timeout_seconds: Timeout of one HTTP request.
 
     Example:
+        Load a saved GitLab connection:
         ```python
         from blocks import GitLabConnection
 
-        gl = GitLabConnection(url="https://gitlab.example.com", token="glpat-...").get_client()
-        project = gl.projects.get("platform/tenants")
+        gitlab = GitLabConnection.load("BLOCK_NAME")
+        project = gitlab.get_client().projects.get("platform/tenants")
         ```
     """
 

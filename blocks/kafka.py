@@ -27,11 +27,11 @@ class KafkaConnection(Block):
             signed requests are rejected.
 
     Example:
+        Load a saved Kafka connection:
         ```python
         from blocks import KafkaConnection
 
-        KafkaConnection(bootstrap_servers="127.0.0.1:9092").save("local", overwrite=True)
-        kafka = KafkaConnection.load("local")
+        kafka = KafkaConnection.load("BLOCK_NAME")
         producer = kafka.get_producer()  # start() it inside a running event loop
         ```
     """

@@ -1,14 +1,13 @@
 """Kubernetes connection block: API server, bearer token and CA, or a kubeconfig."""
 
-import hashlib
-import tempfile
-from pathlib import Path
-
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.config.config_exception import ConfigException
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
+
+from magicflow.errors import InvalidInputError
 
 
 class KubernetesConnection(Block):
@@ -28,13 +27,12 @@ class KubernetesConnection(Block):
         context: The kubeconfig context to use; its current context when empty.
 
     Example:
+        Load a saved Kubernetes connection:
         ```python
         from blocks import KubernetesConnection
-        from kubernetes import client
 
-        conn = KubernetesConnection(api_server_url="https://10.0.0.1:6443", token="eyJ...",
-                                    ca_cert_pem=open("ca.crt").read())
-        client.CoreV1Api(conn.get_client()).list_namespace()
+        kubernetes = KubernetesConnection.load("BLOCK_NAME")
+        api_client = kubernetes.get_client()
         ```
     """
 
@@ -72,32 +70,48 @@ class KubernetesConnection(Block):
     def get_client(self) -> k8s_client.ApiClient:
         """Builds an API client for the configured cluster.
 
+        The CA certificate is handed to the client in memory: nothing is written to
+        disk, so no other user of the machine can plant a CA for it to trust.
+
         Returns:
             A ``kubernetes.client.ApiClient`` to pass to ``CoreV1Api`` and friends.
+
+        Raises:
+            InvalidInputError: The kubeconfig is not valid YAML or cannot be used; the
+                message gives the line and column, never the kubeconfig's content.
         """
         # retries=0: Prefect's task retries are the only retry layer (urllib3 would
         # otherwise retry connection errors 3 times under every Prefect attempt).
         configuration = k8s_client.Configuration(retries=0)
         if self.kubeconfig is not None:
-            config = yaml.safe_load(self.kubeconfig.get_secret_value())
-            return k8s_config.new_client_from_config_dict(
-                config, context=self.context, client_configuration=configuration
-            )
+            return self._client_from_kubeconfig(configuration)
         configuration.host = str(self.api_server_url)  # set: the validator requires it
         if self.token is not None:
             configuration.api_key = {"BearerToken": f"Bearer {self.token.get_secret_value()}"}
         configuration.verify_ssl = not self.insecure_skip_tls_verify
         if self.ca_cert_pem:
-            configuration.ssl_ca_cert = str(_ca_file(self.ca_cert_pem))
+            configuration.ca_cert_data = self.ca_cert_pem
         return k8s_client.ApiClient(configuration)
 
-
-def _ca_file(pem: str) -> Path:
-    """The kubernetes client reads its CA from a file; keep one per distinct CA."""
-    path = (
-        Path(tempfile.gettempdir())
-        / f"magicflow-k8s-ca-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pem"
-    )
-    if not path.exists():
-        path.write_text(pem)
-    return path
+    def _client_from_kubeconfig(
+        self, configuration: k8s_client.Configuration
+    ) -> k8s_client.ApiClient:
+        """A client from the kubeconfig; errors name the place, never the content (tokens)."""
+        resource = f"k8s:kubeconfig/{self.context or 'current-context'}"
+        assert self.kubeconfig is not None  # noqa: S101 - checked by the caller
+        try:
+            config = yaml.safe_load(self.kubeconfig.get_secret_value())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise InvalidInputError(resource, f"the kubeconfig is not valid YAML{where}") from None
+        if not isinstance(config, dict):
+            raise InvalidInputError(resource, "the kubeconfig is not a YAML mapping")
+        try:
+            return k8s_config.new_client_from_config_dict(
+                config, context=self.context, client_configuration=configuration
+            )
+        except (ConfigException, KeyError, TypeError, ValueError, AttributeError) as error:
+            raise InvalidInputError(
+                resource, f"the kubeconfig cannot be used ({type(error).__name__})"
+            ) from None

@@ -19,11 +19,12 @@ class LangflowConnection(Block):
         timeout_seconds: Timeout of one HTTP request (a flow run can be slow).
 
     Example:
+        Load a saved LangFlow connection:
         ```python
         from blocks import LangflowConnection
 
-        with LangflowConnection(url="http://127.0.0.1:7860", api_key="sk-...").get_client() as http:
-            flows = http.get("/api/v1/flows/", params={"remove_example_flows": True}).json()
+        langflow = LangflowConnection.load("BLOCK_NAME")
+        http = langflow.get_client()
         ```
     """
 

@@ -1,8 +1,27 @@
 """Vault (or OpenBao) connection block: address, token or AppRole, namespace, KV mount."""
 
+from typing import Any
+
 import hvac
+import hvac.exceptions
+from hvac.adapters import JSONAdapter
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
+
+
+class _StatusKeepingAdapter(JSONAdapter):
+    """hvac's JSON adapter, whose errors also carry the HTTP status as ``status_code``.
+
+    hvac names only some statuses by exception class (405, 409, 412, 413, 504... all
+    become ``UnexpectedError``); MagicFlow's error table needs the status itself.
+    """
+
+    def _raise_for_error(self, method: str, url: str, response: Any) -> None:
+        try:
+            super()._raise_for_error(method, url, response)
+        except hvac.exceptions.VaultError as error:
+            error.status_code = response.status_code
+            raise
 
 
 class VaultConnection(Block):
@@ -23,12 +42,12 @@ class VaultConnection(Block):
         timeout_seconds: Timeout of one HTTP request.
 
     Example:
+        Load a saved Vault connection:
         ```python
         from blocks import VaultConnection
 
-        vault = VaultConnection(url="https://vault.example.com", token="hvs....")
+        vault = VaultConnection.load("BLOCK_NAME")
         client = vault.get_client()
-        client.secrets.kv.v2.read_secret_version(path="acme/db", mount_point=vault.kv_mount)
         ```
     """
 
@@ -87,6 +106,7 @@ class VaultConnection(Block):
             namespace=self.namespace,
             verify=verify,
             timeout=self.timeout_seconds,
+            adapter=_StatusKeepingAdapter,
         )
         if self.token is None:
             assert self.approle_role_id and self.approle_secret_id  # noqa: S101 - validated

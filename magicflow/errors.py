@@ -7,7 +7,15 @@ conflict, version 3 was written by someone else``.
 Only `TransientError` is retried (see `magicflow.jobs.retry_on_transient`); all
 other errors are permanent: retrying a bad input or a missing permission cannot
 succeed and only delays the failure.
+
+Which failure is which is decided in one table, below: `ERROR_FOR_STATUS` for HTTP
+answers and `EXCEPTION_RULES` for transport failures. A job module only reads the
+HTTP status (and a short message) out of its client library's error, handles the
+few answers its system gives a special meaning, and lets `typed_errors` do the rest.
 """
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class MagicFlowError(Exception):
@@ -119,10 +127,11 @@ TRUNCATED_ANSWER = "truncated"
 INVALID_ENDPOINT = "endpoint"
 
 EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
+    # A TLS session the peer dropped mid-way is a dropped connection, not a TLS mismatch.
+    ("ssl.SSLEOFError", TRANSPORT_FAILURE),
     # TLS first: most libraries derive their TLS error from their connection error.
     # A certificate or protocol mismatch does not pass by retrying: permanent.
     ("ssl.SSLError", TLS_FAILURE),
-    ("ssl.CertificateError", TLS_FAILURE),
     ("requests.exceptions.SSLError", TLS_FAILURE),
     ("urllib3.exceptions.SSLError", TLS_FAILURE),
     ("botocore.exceptions.SSLError", TLS_FAILURE),
@@ -130,6 +139,7 @@ EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
     ("requests.exceptions.MissingSchema", INVALID_ENDPOINT),
     ("requests.exceptions.InvalidSchema", INVALID_ENDPOINT),
     ("requests.exceptions.InvalidURL", INVALID_ENDPOINT),
+    ("requests.exceptions.TooManyRedirects", INVALID_ENDPOINT),
     ("urllib3.exceptions.LocationValueError", INVALID_ENDPOINT),
     ("httpx.UnsupportedProtocol", INVALID_ENDPOINT),
     ("httpx.InvalidURL", INVALID_ENDPOINT),
@@ -144,6 +154,7 @@ EXCEPTION_RULES: tuple[tuple[str, str], ...] = (
     ("httpx.RemoteProtocolError", TRUNCATED_ANSWER),
     ("httpx.DecodingError", TRUNCATED_ANSWER),
     ("botocore.parsers.ResponseParserError", TRUNCATED_ANSWER),
+    ("botocore.exceptions.IncompleteReadError", TRUNCATED_ANSWER),
     ("json.decoder.JSONDecodeError", TRUNCATED_ANSWER),
     # Timeouts, refused and reset connections, unreachable hosts: transient.
     ("builtins.TimeoutError", TRANSPORT_FAILURE),
@@ -237,12 +248,17 @@ def failure_kind(error: BaseException) -> str | None:
             if name in names:
                 matches.append((rank, kind))
                 break
-        # A wrapper (urllib3's MaxRetryError, httpx's ConnectError) often hides the
-        # real cause, e.g. a TLS failure: the most specific rule along the chain wins.
+        # A wrapper (urllib3's MaxRetryError, requests' ConnectionError, httpx's
+        # ConnectError) often hides the real cause, e.g. a TLS failure: the most
+        # specific rule along the chain wins. Wrappers keep it in ``reason``, in their
+        # first argument, or as the exception's cause or context.
         reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
         current = (
             reason
             if isinstance(reason, BaseException)
+            else first
+            if isinstance(first, BaseException)
             else current.__cause__
             or (current.__context__ if not current.__suppress_context__ else None)
         )
@@ -273,3 +289,55 @@ def error_for_exception(resource: str, error: BaseException, doing: str) -> Magi
         return None
     cause = f"{doing} failed: {_CAUSE_FOR_KIND[kind]} ({type(error).__name__})"
     return _ERROR_FOR_KIND[kind](resource, cause)
+
+
+HttpAnswer = tuple[int, str]
+"""What a job module reads out of its client's error for an HTTP error answer: the
+status (after its system's special cases) and the cause to report, never a body."""
+
+
+@contextmanager
+def typed_errors(
+    resource: str, doing: str, read_answer: Callable[[Exception], HttpAnswer | None]
+) -> Iterator[None]:
+    """Re-raises whatever a client library raises inside the block as the table's typed error.
+
+    The one way every job module translates failures: ``read_answer`` turns the
+    client's HTTP error into ``(status, cause)`` (or None when the exception is not
+    an HTTP answer); `error_for_status` then decides the type. Other exceptions go
+    through `error_for_exception` (TLS, timeouts, refused, reset, truncated,
+    invalid URLs); one that no rule knows propagates unchanged and is not retried.
+    The client's exception is never chained: its text may quote a request or
+    response body, and with it a secret.
+
+    Args:
+        resource: The resource the calls are about.
+        doing: What the job is doing, e.g. ``"reading the bucket"``.
+        read_answer: The module's reader of its client's HTTP errors.
+
+    Yields:
+        Nothing; the block runs inside the translation.
+
+    Example:
+        >>> def read_answer(error):
+        ...     return (error.args[0], f"answered {error.args[0]}") if error.args else None
+        >>> try:
+        ...     with typed_errors("demo:thing/a", "reading", read_answer):
+        ...         raise RuntimeError(503)
+        ... except TransientError as error:
+        ...     print(error)
+        demo:thing/a: answered 503
+    """
+    try:
+        yield
+    except MagicFlowError:
+        raise
+    except Exception as error:
+        answer = read_answer(error)
+        if answer is not None:
+            status, cause = answer
+            raise error_for_status(resource, status, cause) from None
+        typed = error_for_exception(resource, error, doing)
+        if typed is None:
+            raise
+        raise typed from None

@@ -14,14 +14,15 @@ from typing import Any, ParamSpec, TypeVar, overload
 from prefect import Task, task
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import TaskRun
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from magicflow.changes import Change
-from magicflow.errors import InvalidInputError, MagicFlowError
+from magicflow.errors import InvalidInputError, MagicFlowError, NotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -121,20 +122,57 @@ def connection(value: B | str, block_type: type[B]) -> B:
         The block instance.
 
     Raises:
-        InvalidInputError: When `value` is a block of another type.
+        NotFoundError: No block of `block_type` is saved under that name; the
+            message says how to create one.
+        InvalidInputError: `value` is a block of another type, or the name of a
+            saved block of another type, or an empty name.
 
     Example:
         ```python
         vault = connection("prod", VaultConnection)  # VaultConnection.load("prod")
         ```
     """
+    kind = block_type.__name__
     if isinstance(value, str):
-        return block_type.load(value)  # type: ignore[return-value]
+        resource = f"block:{block_type.get_block_type_slug()}/{value}"
+        if not value.strip():
+            raise InvalidInputError(resource, f"the name of a saved {kind} block is empty")
+        try:
+            return block_type.load(value)  # type: ignore[return-value]
+        except ValueError as error:
+            if not isinstance(error.__cause__, ObjectNotFound):
+                raise
+        others = _block_types_saved_as(value)
+        if others:
+            raise InvalidInputError(
+                resource,
+                f"{value!r} is a saved {' and '.join(others)} block, not a {kind}; "
+                f"pass the name of a {kind} block",
+            ) from None
+        raise NotFoundError(
+            resource,
+            f"no {kind} block is saved as {value!r}; create it with "
+            f"{kind}(...).save({value!r}) or in the Prefect UI under Blocks",
+        ) from None
     if not isinstance(value, block_type):
         raise InvalidInputError(
-            f"block:{type(value).__name__}", f"expected a {block_type.__name__} or its name"
+            f"block:{type(value).__name__}", f"expected a {kind} or the name of a saved one"
         )
     return value
+
+
+def _block_types_saved_as(name: str) -> list[str]:
+    """Slugs of the block types that have a (non-anonymous) block saved under `name`."""
+    with get_client(sync_client=True) as client:
+        response = client.request(
+            "POST",
+            "/block_documents/filter",
+            json={
+                "block_documents": {"name": {"any_": [name]}, "is_anonymous": {"eq_": False}},
+                "include_secrets": False,
+            },
+        )
+    return sorted({str(document["block_type"]["slug"]) for document in response.json()})
 
 
 def job_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:

@@ -9,21 +9,19 @@ current state first and writes only what differs, so a second run reports
 * ``gitlab:project/platform/tenants/merge_request/7`` for a merge request (a
   merge request a dry run would create is ``.../merge_request/<source>-><target>``).
 
-python-gitlab's errors are translated into `magicflow.errors` in one place
-(`_translated_errors`): 5xx, 408, 429 and connection failures become
-`TransientError` (retried by Prefect), 401/403 `PermissionDeniedError`, 404
-`NotFoundError`, 405/406/409/412 and GitLab's "already exists" / "changed
-since you started editing" answers `ConflictError`, other 4xx
-`InvalidInputError`.
+python-gitlab's errors go through the one error table (`magicflow.errors`):
+`_gitlab_answer` reads the status and GitLab's short message, and gives GitLab's
+own answers their meaning: 405/406 on a merge and the 400 "already exists" /
+"changed since you started editing" answers are conflicts. Transport failures
+(timeouts, refused or reset connections, TLS, invalid URLs) follow the table.
 """
 
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-import requests
 from gitlab.exceptions import GitlabError, RedirectError
 from gitlab.v4.objects import Project
 from pydantic import BaseModel, ConfigDict
@@ -36,13 +34,13 @@ from magicflow import (
     DeadlineExceededError,
     InvalidInputError,
     NotFoundError,
-    PermissionDeniedError,
     TransientError,
     connection,
     job,
     job_logger,
     report,
 )
+from magicflow.errors import HttpAnswer, typed_errors
 
 T = TypeVar("T")
 
@@ -62,20 +60,27 @@ _PENDING_MERGE_STATUSES = frozenset({"checking", "unchecked", "preparing", "appr
 class MergeRequestApproval(BaseModel):
     """Approval status of one merge request, as read from GitLab.
 
+    GitLab Premium says how many approvals a merge request needs. GitLab Free has
+    optional approvals only: its answer has no counters and nothing is required,
+    so a merge request there is ``approved`` (needs no more approvals) at once;
+    ``approvers`` still lists who approved.
+
     Attributes:
         resource: ``gitlab:project/<path>/merge_request/<iid>``.
         iid: The merge request's number in its project.
         state: ``opened``, ``closed``, ``locked`` or ``merged``.
         approved: True when no more approvals are required.
-        approvals_required: How many approvals the merge request needs.
+        approvals_required: How many approvals the merge request needs (0 on Free).
         approvals_left: How many approvals are still missing.
         approvers: Usernames of the users who approved, in approval order.
+        head_sha: The source branch's head these approvals were read for: pass it to
+            `merge_merge_request` as ``approved_sha`` so that a later push is not merged.
         web_url: The merge request's page.
 
     Example:
         >>> MergeRequestApproval(resource="gitlab:project/a/b/merge_request/1", iid=1,
         ...     state="opened", approved=False, approvals_required=1, approvals_left=1,
-        ...     approvers=[], web_url="https://gitlab.example.com/a/b/-/merge_requests/1").approved
+        ...     approvers=[], head_sha="0a1b2c", web_url="https://gitlab.example.com").approved
         False
     """
 
@@ -88,40 +93,41 @@ class MergeRequestApproval(BaseModel):
     approvals_required: int
     approvals_left: int
     approvers: list[str]
+    head_sha: str | None
     web_url: str
 
 
-@contextmanager
-def _translated_errors(resource: str) -> Iterator[None]:
-    """Re-raises python-gitlab and transport errors as typed MagicFlow errors about `resource`.
+def _gitlab_answer(error: Exception) -> HttpAnswer | None:
+    """Status and cause of a python-gitlab error answer (the rest goes to the error table).
 
-    The cause quotes GitLab's short error message, never a request or response
-    body; the original exception is not chained, so nothing else leaks into logs.
+    GitLab-specific meanings: a 400 saying that something "already exists" or
+    "changed since you started editing" means someone else changed it first (409);
+    405 and 406 on a merge mean the merge request's state forbids it (409).
     """
-    try:
-        yield
-    except RedirectError:
-        raise InvalidInputError(
-            resource,
+    if isinstance(error, RedirectError):
+        return (
+            400,
             "GitLab redirected the request; use the final URL (often https://) in the connection",
-        ) from None
-    except GitlabError as error:
-        code = error.response_code
-        message = " ".join(str(error.error_message or "").split())[:200]
-        cause = f"GitLab answered {code}: {message}" if message else f"GitLab answered {code}"
-        if code is None:
-            raise TransientError(resource, f"unreadable answer from GitLab ({message})") from None
-        if code in (408, 429) or code >= 500:
-            raise TransientError(resource, cause) from None
-        if code in (401, 403):
-            raise PermissionDeniedError(resource, cause) from None
-        if code == 404:
-            raise NotFoundError(resource, cause) from None
-        if code in (405, 406, 409, 412) or any(text in message for text in _CONFLICT_MESSAGES):
-            raise ConflictError(resource, cause) from None
-        raise InvalidInputError(resource, cause) from None
-    except requests.RequestException as error:
-        raise TransientError(resource, f"GitLab unreachable ({type(error).__name__})") from None
+        )
+    if not isinstance(error, GitlabError) or error.response_code is None:
+        # No status: an unreadable answer (the error table follows its cause).
+        return None
+    code = error.response_code
+    message = " ".join(str(error.error_message or "").split())[:200]
+    cause = f"GitLab answered {code}: {message}" if message else f"GitLab answered {code}"
+    if code in (405, 406) or (code == 400 and any(text in message for text in _CONFLICT_MESSAGES)):
+        return 409, cause
+    return code, cause
+
+
+def _translated_errors(
+    resource: str, doing: str = "calling GitLab"
+) -> AbstractContextManager[None]:
+    """Raises python-gitlab and transport errors inside the block as typed errors about `resource`.
+
+    The cause quotes GitLab's short error message, never a request or response body.
+    """
+    return typed_errors(resource, doing, _gitlab_answer)
 
 
 def _get_or_none(read: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
@@ -404,8 +410,10 @@ def ensure_merge_request(
 ) -> Change:
     """Ensures an open merge request from `source_branch` into `target_branch` with this text.
 
-    The open merge request for the same branches is reused (GitLab allows only
-    one); its title and description are updated when they differ.
+    The open merge request from this project's own `source_branch` to
+    `target_branch` is reused (GitLab allows only one; a fork's merge request from a
+    branch of the same name is not it); its title and description are updated when
+    they differ.
 
     Args:
         gitlab: The GitLab connection, or the name of a saved one.
@@ -457,9 +465,18 @@ def ensure_merge_request(
         raise InvalidInputError(resource, f"title must have 1 to {_MAX_TITLE_LENGTH} characters")
     repo = _open_project(gitlab, project)
     with _translated_errors(resource):
-        open_requests = repo.mergerequests.list(
-            state="opened", source_branch=source_branch, target_branch=target_branch, get_all=True
-        )
+        # A fork's merge request from a branch of the same name is listed too: only one
+        # from this project's own branch is ours.
+        open_requests = [
+            merge_request
+            for merge_request in repo.mergerequests.list(
+                state="opened",
+                source_branch=source_branch,
+                target_branch=target_branch,
+                get_all=True,
+            )
+            if merge_request.source_project_id == repo.id
+        ]
         if not open_requests:
             missing = [
                 b
@@ -509,21 +526,44 @@ def ensure_merge_request(
     return report(Change(resource=resource, action=Action.UPDATED, detail=detail))
 
 
+_MAX_APPROVAL_READS = 5
+
+
 def _read_approval(repo: Project, project: str, merge_request_iid: int) -> MergeRequestApproval:
-    """Reads a merge request and its approvals (two GETs)."""
+    """Reads a merge request's approvals, and the source head they hold for.
+
+    The merge request is read before and after its approvals; a push in between
+    (which may reset the approvals) makes it read again, so ``head_sha`` is the head
+    the approvals were given for.
+    """
     resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
     with _translated_errors(resource):
         merge_request = repo.mergerequests.get(merge_request_iid)
-        approvals = merge_request.approvals.get()
-    # GitLab Free omits the counters; a missing counter means no approval is required.
+        for _ in range(_MAX_APPROVAL_READS):
+            approvals = merge_request.approvals.get()
+            again = repo.mergerequests.get(merge_request_iid)
+            stable = again.sha == merge_request.sha
+            merge_request = again
+            if stable:
+                break
+        else:
+            raise TransientError(resource, "the source branch kept moving while reading approvals")
+    answer = approvals.attributes
+    approvers = [entry["user"]["username"] for entry in answer.get("approved_by", [])]
+    if "approvals_required" in answer:  # Premium: GitLab counts what is required
+        required = int(answer.get("approvals_required") or 0)
+        left = int(answer.get("approvals_left") or 0)
+    else:  # Free: optional approvals; "approved" there only means someone approved
+        required = left = 0
     return MergeRequestApproval(
         resource=resource,
         iid=merge_request.iid,
         state=merge_request.state,
-        approved=bool(approvals.approved),
-        approvals_required=int(getattr(approvals, "approvals_required", 0) or 0),
-        approvals_left=int(getattr(approvals, "approvals_left", 0) or 0),
-        approvers=[entry["user"]["username"] for entry in approvals.approved_by],
+        approved=left == 0,
+        approvals_required=required,
+        approvals_left=left,
+        approvers=approvers,
+        head_sha=merge_request.sha,
         web_url=merge_request.web_url,
     )
 
@@ -585,7 +625,9 @@ def wait_for_merge_request_approval(
         timeout_seconds: Seconds after which to give up (>= 0; 0 checks once).
 
     Returns:
-        The `MergeRequestApproval` that showed it approved.
+        The `MergeRequestApproval` that showed it approved; its ``head_sha`` is the
+        source head that was approved (give it to `merge_merge_request`). On GitLab
+        Free nothing requires an approval, so the first check returns.
 
     Raises:
         InvalidInputError: A malformed project path or iid, or bad durations.
@@ -603,9 +645,11 @@ def wait_for_merge_request_approval(
 
         @flow
         def merge_when_approved(iid: int):
-            wait_for_merge_request_approval("gitlab-prod", "platform/tenants", iid,
-                                            interval_seconds=60, timeout_seconds=86400)
-            merge_merge_request("gitlab-prod", "platform/tenants", iid)
+            approval = wait_for_merge_request_approval(
+                "gitlab-prod", "platform/tenants", iid, interval_seconds=60, timeout_seconds=86400
+            )
+            merge_merge_request("gitlab-prod", "platform/tenants", iid,
+                                approved_sha=approval.head_sha)
         ```
     """
     resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
@@ -656,19 +700,23 @@ def merge_merge_request(
     gitlab: GitLabConnection | str,
     project: str,
     merge_request_iid: int,
+    approved_sha: str | None = None,
     merge_commit_message: str | None = None,
     remove_source_branch: bool = False,
     dry_run: bool = False,
 ) -> Change:
     """Ensures a merge request is merged, merging it when it is open and mergeable.
 
-    The merge is pinned to the source commit that was checked, so a push made
-    in between fails with a conflict instead of merging unreviewed changes.
+    Give ``approved_sha`` (the ``head_sha`` of the approval the workflow waited
+    for): the merge is then pinned to it, so a push made after the approval fails
+    with a conflict instead of merging unreviewed changes. Without it the merge is
+    pinned to the head this job reads.
 
     Args:
         gitlab: The GitLab connection, or the name of a saved one.
         project: Full path of the project, e.g. ``platform/tenants``.
         merge_request_iid: The merge request's number in the project.
+        approved_sha: The source head that was approved; the merge refuses any other.
         merge_commit_message: Message of the merge commit; GitLab's default when None.
         remove_source_branch: Delete the source branch after the merge.
         dry_run: Read only and report what would be done.
@@ -682,7 +730,7 @@ def merge_merge_request(
         InvalidInputError: A malformed project path or iid, or an empty message.
         ConflictError: The merge request is closed, or not mergeable (not
             approved, draft, conflicts, no commits, pipeline...), or its source
-            branch moved during the merge.
+            branch moved after the approval (``approved_sha``) or during the merge.
         NotFoundError: The project or merge request does not exist.
         PermissionDeniedError: The token may not merge.
         TransientError: GitLab is unreachable, failing or still computing
@@ -691,11 +739,13 @@ def merge_merge_request(
     Example:
         ```python
         from prefect import flow
-        from tasks.gitlab import merge_merge_request
+        from tasks.gitlab import merge_merge_request, wait_for_merge_request_approval
 
         @flow
         def merge_acme():
-            merge_merge_request("gitlab-prod", "platform/tenants", 7, remove_source_branch=True)
+            approval = wait_for_merge_request_approval("gitlab-prod", "platform/tenants", 7)
+            merge_merge_request("gitlab-prod", "platform/tenants", 7,
+                                approved_sha=approval.head_sha, remove_source_branch=True)
         ```
     """
     resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
@@ -703,6 +753,8 @@ def merge_merge_request(
     _check_iid(resource, merge_request_iid)
     if merge_commit_message is not None and not merge_commit_message.strip():
         raise InvalidInputError(resource, "merge_commit_message must not be empty when given")
+    if approved_sha is not None and not re.fullmatch(r"[0-9a-f]{7,64}", approved_sha):
+        raise InvalidInputError(resource, "approved_sha must be a commit sha")
     repo = _open_project(gitlab, project)
     with _translated_errors(resource):
         merge_request = repo.mergerequests.get(merge_request_iid)
@@ -717,6 +769,12 @@ def merge_merge_request(
             resource, f"merge request is {merge_request.state}, it cannot be merged"
         )
     status = str(getattr(merge_request, "detailed_merge_status", "mergeable"))
+    if approved_sha is not None and merge_request.sha != approved_sha:
+        raise ConflictError(
+            resource,
+            f"the source branch moved after the approval (approved {approved_sha[:12]}, "
+            f"head {str(merge_request.sha)[:12]}); nothing was merged, approve the new head",
+        )
     if status in _PENDING_MERGE_STATUSES:
         raise TransientError(resource, f"GitLab is still checking mergeability ({status})")
     if status != "mergeable":
@@ -727,7 +785,8 @@ def merge_merge_request(
         merged = merge_request.merge(
             merge_commit_message=merge_commit_message,
             should_remove_source_branch=remove_source_branch or None,
-            sha=merge_request.sha,
+            # GitLab refuses the merge if the head is not this sha (a push in between).
+            sha=approved_sha or merge_request.sha,
         )
     detail["merge_commit_sha"] = merged["merge_commit_sha"]
     return report(Change(resource=resource, action=Action.UPDATED, detail=detail))

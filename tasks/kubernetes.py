@@ -22,11 +22,10 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
@@ -38,14 +37,11 @@ from magicflow import (
     Change,
     ConflictError,
     InvalidInputError,
-    MagicFlowError,
-    NotFoundError,
-    PermissionDeniedError,
-    TransientError,
     connection,
     job,
     report,
 )
+from magicflow.errors import HttpAnswer, typed_errors
 
 _REQUEST_TIMEOUT = (10.0, 60.0)
 """Seconds to connect and to read one response: a hung API server becomes a retry."""
@@ -118,33 +114,21 @@ def _parse_quantities(resource: str, what: str, quantities: Any) -> dict[str, De
 # --- errors and API calls ---------------------------------------------------------
 
 
-def _translate(resource: str, step: str, error: Exception) -> MagicFlowError:
-    """The one place that maps Kubernetes client errors to MagicFlow's typed errors."""
-    if isinstance(error, ApiException):
-        status = int(error.status or 0)
-        if status == 0:  # raised by the client itself, e.g. on a TLS failure
-            reason = str(error.reason or "request failed").splitlines()[0]
-            return MagicFlowError(resource, f"{step} failed before any answer: {reason}")
-        cause = f"{step} failed with HTTP {status}: {_status_message(error)}"
-        if status in (401, 403):
-            return PermissionDeniedError(resource, cause)
-        if status == 404:
-            return NotFoundError(resource, cause)
-        if status in (409, 410, 412):
-            return ConflictError(resource, cause)
-        if status in (400, 422):
-            return InvalidInputError(resource, cause)
-        if status == 429 or status >= 500:
-            return TransientError(resource, cause)
-        return MagicFlowError(resource, cause)
-    cause_of_retries = getattr(error, "reason", None)  # set on MaxRetryError
-    if isinstance(error, urllib3.exceptions.SSLError) or isinstance(
-        cause_of_retries, urllib3.exceptions.SSLError
-    ):
-        return MagicFlowError(resource, f"{step} failed: TLS error ({type(error).__name__})")
-    return TransientError(
-        resource, f"{step} failed: API server unreachable or too slow ({type(error).__name__})"
-    )
+def _kubernetes_answer(step: str) -> Callable[[Exception], HttpAnswer | None]:
+    """Reads the client's ``ApiException`` into (status, cause) for the one error table.
+
+    The client raises ``ApiException`` with status 0 for failures before any answer
+    (a TLS failure): those go to the table's transport rules, which follow the
+    exception's context to the TLS error.
+    """
+
+    def read_answer(error: Exception) -> HttpAnswer | None:
+        if not isinstance(error, ApiException) or not error.status:
+            return None
+        status = int(error.status)
+        return status, f"{step} failed with HTTP {status}: {_status_message(error)}"
+
+    return read_answer
 
 
 def _status_message(error: ApiException) -> str:
@@ -157,13 +141,12 @@ def _status_message(error: ApiException) -> str:
     return str(message or error.reason or "no message")[:300]
 
 
-@contextmanager
-def _translated(resource: str, step: str) -> Iterator[None]:
-    try:
-        yield
-    except (ApiException, urllib3.exceptions.HTTPError) as error:
-        # `from None`: the client's own exception text carries the response body.
-        raise _translate(resource, step, error) from None
+def _translated(resource: str, step: str) -> AbstractContextManager[None]:
+    """Raises Kubernetes client and transport errors inside the block as typed errors.
+
+    The client's own exception text carries the response body: it is never chained.
+    """
+    return typed_errors(resource, step, _kubernetes_answer(step))
 
 
 @contextmanager
@@ -176,11 +159,13 @@ def _core_v1(kubernetes: KubernetesConnection | str) -> Iterator[Any]:
 
 def _read(core: Any, resource: str, read: Callable[..., Any], *args: str) -> dict[str, Any] | None:
     """The object as the API's JSON (camelCase keys), or None when it does not exist."""
-    try:
-        with _translated(resource, "reading"):
+    with _translated(resource, "reading"):
+        try:
             obj = read(*args, _request_timeout=_REQUEST_TIMEOUT)
-    except NotFoundError:
-        return None
+        except ApiException as error:
+            if error.status == 404:  # only a 404 says "absent"; a 410 Gone is an error
+                return None
+            raise
     return dict(core.api_client.sanitize_for_serialization(obj))
 
 

@@ -9,15 +9,14 @@ and never reach logs, results or errors; `Change.detail` lists changed KEYS only
 import json
 import secrets
 import string
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 import hvac
 import hvac.exceptions
-import requests
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from blocks import VaultConnection
@@ -26,15 +25,12 @@ from magicflow import (
     Change,
     ConflictError,
     InvalidInputError,
-    MagicFlowError,
-    NotFoundError,
-    PermissionDeniedError,
-    TransientError,
     connection,
     job,
     job_logger,
     report,
 )
+from magicflow.errors import HttpAnswer, typed_errors
 
 _CAS_MISMATCH = "check-and-set parameter did not match the current version"
 
@@ -109,55 +105,50 @@ def _plain_values(resource: str, data: Mapping[str, SecretStr]) -> dict[str, str
     return plain
 
 
-def _translate(resource: str, step: str, error: Exception) -> MagicFlowError:
-    """The one place that maps hvac and requests errors to MagicFlow's typed errors."""
-    if isinstance(error, hvac.exceptions.VaultError):
+def _vault_answer(step: str) -> Callable[[Exception], HttpAnswer | None]:
+    """Reads hvac's errors into (status, cause) for the one error table.
+
+    Vault-specific meanings: a 400 check-and-set mismatch is a conflict (409), and
+    Vault Enterprise's 412 ("not replicated yet, retry") passes on its own (503).
+    The status comes from the block's client (``status_code``); an hvac client
+    built elsewhere only names some statuses by exception class.
+    """
+
+    def read_answer(error: Exception) -> HttpAnswer | None:
+        if not isinstance(error, hvac.exceptions.VaultError):
+            return None
+        status = getattr(error, "status_code", None) or _STATUS_OF_HVAC_ERROR.get(type(error))
+        if status is None:
+            return None
         reason = "; ".join(str(e).strip() for e in error.errors or []) or type(error).__name__
-        cause = f"{step} failed: {reason}"[:400]
-        if isinstance(error, hvac.exceptions.InvalidRequest):
-            if _CAS_MISMATCH in reason:
-                return ConflictError(
-                    resource,
-                    f"check-and-set conflict while {step}: the secret was written by someone "
-                    "else after this job read it; nothing was overwritten",
-                )
-            return InvalidInputError(resource, cause)
-        if isinstance(error, hvac.exceptions.Unauthorized | hvac.exceptions.Forbidden):
-            return PermissionDeniedError(resource, cause)
-        if isinstance(error, hvac.exceptions.InvalidPath):
-            return NotFoundError(resource, cause)
-        # UnexpectedError covers statuses hvac does not name, chiefly 504 from a proxy
-        # and 412 (Vault Enterprise: "not replicated yet, retry"): both pass on their own.
-        transient = (
-            hvac.exceptions.RateLimitExceeded,
-            hvac.exceptions.InternalServerError,
-            hvac.exceptions.VaultDown,
-            hvac.exceptions.BadGateway,
-            hvac.exceptions.UnexpectedError,
-        )
-        if isinstance(error, transient):
-            return TransientError(resource, cause)
-        return MagicFlowError(resource, cause)
-    if isinstance(error, requests.exceptions.SSLError):
-        return MagicFlowError(resource, f"{step} failed: TLS error, check the CA bundle")
-    if isinstance(
-        error,
-        requests.exceptions.ConnectionError
-        | requests.exceptions.Timeout
-        | requests.exceptions.ChunkedEncodingError,
-    ):
-        return TransientError(
-            resource, f"{step} failed: Vault unreachable or too slow ({type(error).__name__})"
-        )
-    return MagicFlowError(resource, f"{step} failed: {type(error).__name__}")
+        if status == 400 and _CAS_MISMATCH in reason:
+            return 409, (
+                f"check-and-set conflict while {step}: the secret was written by someone "
+                "else after this job read it; nothing was overwritten"
+            )
+        return (503 if status == 412 else status), f"{step} failed: {reason}"[:400]
+
+    return read_answer
 
 
-@contextmanager
-def _translated(resource: str, step: str) -> Iterator[None]:
-    try:
-        yield
-    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
-        raise _translate(resource, step, error) from error
+_STATUS_OF_HVAC_ERROR: dict[type[Exception], int] = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.UnsupportedOperation: 405,
+    hvac.exceptions.PreconditionFailed: 412,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+
+
+def _translated(resource: str, step: str) -> AbstractContextManager[None]:
+    """Raises hvac and transport errors inside the block as typed errors about `resource`."""
+    return typed_errors(resource, step, _vault_answer(step))
 
 
 def _target(vault: VaultConnection | str, path: str) -> tuple[VaultConnection, str]:

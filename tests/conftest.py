@@ -28,4 +28,5 @@ pytest_plugins = [
     "tests.fixtures.gitlab",
     "tests.fixtures.langflow",
     "tests.fixtures.workflows",
+    "tests.fixtures.recording",
 ]

@@ -4,13 +4,28 @@ Run: ``python fault_proxy.py --port P --upstream http://127.0.0.1:U``. Every req
 is forwarded to the upstream server unchanged, except while a fault rule matches:
 
 * ``POST /__faults__`` with ``{"status": 503, "count": 2, "method": "PUT",
-  "path": "regex", "body": "...", "content_type": "...", "delay": 0}`` makes the
-  next ``count`` matching requests answer ``status`` (or, with ``"status": 0``,
-  sleep ``delay`` seconds and close the connection unanswered).
+  "path": "regex", "action": "CreateAlias", "body": "...", "content_type": "...",
+  "delay": 0}`` makes the next ``count`` matching requests (``action``: an RPC
+  action, see below) answer ``status`` (or, with ``"status": 0``,
+  sleep ``delay`` seconds and close the connection unanswered). With
+  ``"truncate": N`` instead, the request is forwarded and the backend's answer is
+  sent with its full ``Content-Length`` but only its first N body bytes, then
+  the connection is closed: an answer cut short on the way.
 * ``DELETE /__faults__`` removes all rules.
-* ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N,
-  "requests": [[method, path], ...]}``: every request received, in order (the last
-  10,000), so a test can count the writes a client sent.
+* ``GET /__faults__`` returns ``{"rules": [...], "injected": N, "forwarded": N}``.
+
+It also records every request it forwards, so tests can count what a job really
+sent to the backend (a job's own verdict is not evidence):
+
+* ``GET /__requests__`` returns ``{"requests": [{"method", "path", "query",
+  "action", "write"}, ...]}`` in arrival order. ``action`` is the operation of an
+  RPC-style API (AWS query protocol: the ``Action=`` form field; AWS JSON
+  protocol: the ``X-Amz-Target`` header), else null. ``write`` says whether the
+  request may change state: for an RPC action, any action not named like a read
+  (`READ_ACTION_PREFIXES`); otherwise POST, PUT, PATCH and DELETE (`WRITE_METHODS`).
+* ``DELETE /__requests__`` forgets the recorded requests.
+
+Nothing of a request body is kept but the action name.
 """
 
 import argparse
@@ -21,9 +36,45 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""HTTP methods that may change state (REST APIs)."""
+READ_ACTION_PREFIXES = ("Get", "List", "Describe", "Head", "BatchGet", "Lookup", "Search", "Query")
+"""An RPC action starting with one of these only reads (``GetRole``, ``DescribeKey``...)."""
+MAX_RECORDED = 100_000
+
+
+def rpc_action(headers: Any, body: bytes) -> str | None:
+    """The operation of an AWS query- or JSON-protocol request, else None.
+
+    Example:
+        >>> rpc_action({"X-Amz-Target": "TrentService.CreateKey"}, b"")
+        'CreateKey'
+        >>> rpc_action({"Content-Type": "application/x-www-form-urlencoded"}, b"Action=GetRole&V=1")
+        'GetRole'
+    """
+    target = headers.get("X-Amz-Target")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    if str(headers.get("Content-Type", "")).startswith("application/x-www-form-urlencoded"):
+        for key, value in parse_qsl(body.decode(errors="replace")):
+            if key == "Action":
+                return value
+    return None
+
+
+def is_write(method: str, action: str | None) -> bool:
+    """Whether a request may change the backend's state (see the module docstring).
+
+    Example:
+        >>> is_write("POST", "DescribeKey"), is_write("POST", "CreateAlias"), is_write("GET", None)
+        (False, True, False)
+    """
+    if action is not None:
+        return not action.startswith(READ_ACTION_PREFIXES)
+    return method in WRITE_METHODS
 
 
 class State:
@@ -32,13 +83,27 @@ class State:
         self.rules: list[dict[str, Any]] = []
         self.injected = 0
         self.forwarded = 0
-        self.requests: list[tuple[str, str]] = []
+        self.requests: list[dict[str, Any]] = []
 
-    def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
+    def record(self, method: str, target: str, action: str | None) -> None:
+        path, _, query = target.partition("?")
+        entry = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "action": action,
+            "write": is_write(method, action),
+        }
         with self.lock:
-            self.requests = [*self.requests[-9_999:], (method, path)]
+            if len(self.requests) < MAX_RECORDED:
+                self.requests.append(entry)
+
+    def take_rule(self, method: str, path: str, action: str | None) -> dict[str, Any] | None:
+        with self.lock:
             for rule in self.rules:
                 if rule.get("method") not in (None, method):
+                    continue
+                if rule.get("action") not in (None, action):
                     continue
                 if rule.get("path") and not re.search(rule["path"], path):
                     continue
@@ -95,15 +160,26 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                     "rules": state.rules,
                     "injected": state.injected,
                     "forwarded": state.forwarded,
-                    "requests": state.requests,
                 }
+            self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
+
+        def _recorded(self) -> None:
+            if self.command == "DELETE":
+                with state.lock:
+                    state.requests.clear()
+            with state.lock:
+                report = {"requests": list(state.requests)}
             self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
 
         def _handle(self) -> None:
             body = self._body()
             if self.path.startswith("/__faults__"):
                 return self._control(body)
-            rule = state.take_rule(self.command, self.path)
+            if self.path.startswith("/__requests__"):
+                return self._recorded()
+            rule = state.take_rule(self.command, self.path, rpc_action(self.headers, body))
+            if rule is not None and "truncate" in rule:
+                return self._forward(body, truncate=int(rule["truncate"]))
             if rule is not None:
                 time.sleep(rule.get("delay", 0))
                 if rule["status"] == 0:
@@ -114,13 +190,28 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
                 return self._reply(
                     rule["status"], payload.encode(), [("Content-Type", content_type)]
                 )
+            return self._forward(body)
+
+        def _forward(self, body: bytes, truncate: int | None = None) -> None:
+            state.record(self.command, self.path, rpc_action(self.headers, body))
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(self.command, self.path, body=body or None, headers=headers)
             response = conn.getresponse()
             data = response.read()
             conn.close()
-            return self._reply(response.status, data, response.getheaders())
+            if truncate is None:
+                return self._reply(response.status, data, response.getheaders())
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:truncate])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 

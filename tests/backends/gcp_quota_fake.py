@@ -11,15 +11,25 @@ calls MagicFlow makes, for project parents and the ``global`` location:
   (an ``etag`` that does not match answers 409 ABORTED)
 
 int64 fields are JSON strings, as in proto3 JSON; errors use Google's envelope
-``{"error": {"code", "message", "status"}}``. A preference for a quota seeded with
-``autoApprove`` is granted at once (and the quota's value follows); otherwise it
-stays ``reconciling`` with no granted value, like one under review.
+``{"error": {"code", "message", "status"}}``. How a new or raised preference is
+decided depends on how its quota was seeded:
+
+* by default it stays ``reconciling`` with no granted value, like one under review;
+* ``autoApprove``: granted in full at once (the quota's value follows);
+* ``grantUpTo: N``: decided at once, granted ``min(preferred, N)`` (partially granted
+  when that is less; the quota's value follows);
+* ``deny``: decided at once and denied: ``grantedValue`` is the value in force,
+  which does not change.
+
+A decided preference has ``reconciling: false`` and a ``stateDetail`` saying what
+was decided, as Cloud Quotas reports it.
 
 Test-only endpoints:
 
-* ``POST /__fake__/quotaInfos`` ``{"project", "autoApprove", "quotaInfo": {...}}``
-  seeds (or replaces) a QuotaInfo; ``name``, ``service`` and ``quotaId`` must be set
-  in it or derivable (``service`` and ``quotaId`` are required).
+* ``POST /__fake__/quotaInfos`` ``{"project", "autoApprove", "grantUpTo", "deny",
+  "quotaInfo": {...}}`` seeds (or replaces) a QuotaInfo and how its preferences are
+  decided; ``name``, ``service`` and ``quotaId`` must be set in it or derivable
+  (``service`` and ``quotaId`` are required).
 * ``POST /__fake__/quotaPreferences`` ``{"project", "quotaPreference": {...}}``
   seeds a preference as is (``name`` required).
 * ``POST /__fake__/reset`` forgets everything; ``GET /__fake__/health`` answers 200.
@@ -60,9 +70,10 @@ class State:
         self.reset()
 
     def reset(self) -> None:
-        # (project, service, quota_id) -> QuotaInfo JSON; and the set of auto-approved quotas.
+        # (project, service, quota_id) -> QuotaInfo JSON; and how its preferences are decided:
+        # absent = left under review, else the most that is granted (None = all), or "deny".
         self.quota_infos: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.auto_approve: set[tuple[str, str, str]] = set()
+        self.decisions: dict[tuple[str, str, str], int | str | None] = {}
         # (project, preference_id) -> QuotaPreference JSON, in creation order.
         self.preferences: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -86,10 +97,13 @@ class State:
             details = dimensions_info.setdefault("details", {})
             details["value"] = str(details.get("value", "0"))
         self.quota_infos[key] = info
-        if body.get("autoApprove"):
-            self.auto_approve.add(key)
-        else:
-            self.auto_approve.discard(key)
+        self.decisions.pop(key, None)
+        if body.get("deny"):
+            self.decisions[key] = "deny"
+        elif body.get("grantUpTo") is not None:
+            self.decisions[key] = int(body["grantUpTo"])
+        elif body.get("autoApprove"):
+            self.decisions[key] = None
         return info
 
     # --- preferences ---
@@ -171,20 +185,29 @@ class State:
         return updated
 
     def decide(self, project: str, pref: dict[str, Any]) -> None:
-        """Grants the preference when its quota is auto-approved, else leaves it under review."""
+        """Decides the preference as its quota was seeded, or leaves it under review."""
         key = (project, pref["service"], pref["quotaId"])
         config = pref["quotaConfig"]
         pref["etag"] = uuid.uuid4().hex
-        if key in self.auto_approve:
-            config["grantedValue"] = config["preferredValue"]
-            config["stateDetail"] = "Granted."
-            pref["reconciling"] = False
-            set_value(self.quota_infos[key], pref["dimensions"], config["preferredValue"])
-        else:
+        if key not in self.decisions:
             config.pop("grantedValue", None)
             config["stateDetail"] = "Pending review."
             config["traceId"] = uuid.uuid4().hex
             pref["reconciling"] = True
+            return
+        decision = self.decisions[key]
+        preferred = int(config["preferredValue"])
+        pref["reconciling"] = False
+        if decision == "deny":
+            config["grantedValue"] = str(value_of(self.quota_infos[key], pref["dimensions"]))
+            config["stateDetail"] = "Denied: the request was not approved."
+            return
+        granted = preferred if decision is None else min(preferred, int(decision))
+        config["grantedValue"] = str(granted)
+        config["stateDetail"] = (
+            "Granted." if granted == preferred else f"Partially granted: {granted}."
+        )
+        set_value(self.quota_infos[key], pref["dimensions"], str(granted))
 
 
 def camel(path: str) -> str:
@@ -200,6 +223,18 @@ def preferred_value(body: dict[str, Any]) -> int:
     if value < -1:
         raise ApiError(400, "quotaConfig.preferredValue must be >= -1.")
     return value
+
+
+def value_of(info: dict[str, Any], dimensions: dict[str, str]) -> int:
+    """The value in force for exactly these dimensions, else the quota's default (0 if none)."""
+    default = 0
+    for dimensions_info in info.get("dimensionsInfos", []):
+        value = int(dimensions_info.get("details", {}).get("value", 0))
+        if dimensions_info.get("dimensions", {}) == dimensions:
+            return value
+        if not dimensions_info.get("dimensions"):
+            default = value
+    return default
 
 
 def set_value(info: dict[str, Any], dimensions: dict[str, str], value: str) -> None:

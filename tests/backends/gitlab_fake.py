@@ -35,6 +35,24 @@ paginated with ``page``/``per_page`` and GitLab's ``X-Page``, ``X-Per-Page``,
 headers. A merge request merges only when it is open, not a draft, has commits,
 no conflicts and enough approvals; otherwise ``PUT /merge`` answers 405 (or 406
 ``Branch cannot be merged`` for conflicts) like GitLab.
+
+What differs between GitLab's tiers and over time is modelled too:
+
+* Tiers (per project, Premium unless set): on Free, approvals are optional: the
+  ``/approvals`` answer has no ``approvals_required``/``approvals_left``,
+  ``approved`` means "someone approved", and approvals never block a merge.
+* ``reset_approvals_on_push`` (Premium, on by default, ``GET|POST
+  /projects/:id/approvals``): a push to a merge request's source branch removes
+  its approvals.
+* Right after a merge request is created, or a push to its branches, GitLab is
+  still computing mergeability: with ``pending_status_reads`` set to N, the next N
+  reads of it show ``detailed_merge_status`` ``preparing`` then ``checking``.
+* Forks: ``POST /projects/:id/fork`` copies a project into the user's namespace;
+  a merge request created in a fork with ``target_project_id`` lives in the target
+  project with the fork as ``source_project_id``.
+
+TEST-ONLY control endpoint (GitLab has no such thing): ``POST /-/fake/project``
+``{"project": "root/repo", "tier": "free", "pending_status_reads": 2}``.
 """
 
 from __future__ import annotations
@@ -171,6 +189,8 @@ class MergeRequest:
     closed_by: User | None = None
     closed_at: str | None = None
     merged_source_sha: str | None = None
+    source_project_id: int | None = None  # None: the merge request's own project
+    pending_reads: int = 0  # reads left that show mergeability still being computed
 
 
 @dataclass
@@ -186,10 +206,19 @@ class Project:
     merge_requests: dict[int, MergeRequest] = field(default_factory=dict)
     created_at: str = field(default_factory=now)
     last_activity_at: str = field(default_factory=now)
+    namespace: str = "root"
+    forked_from_id: int | None = None
+    tier: str = "premium"  # or "free"
+    reset_approvals_on_push: bool = True
+    pending_status_reads: int = 0
 
     @property
     def full_path(self) -> str:
-        return f"root/{self.path}"
+        return f"{self.namespace}/{self.path}"
+
+    @property
+    def premium(self) -> bool:
+        return self.tier == "premium"
 
 
 @dataclass
@@ -354,12 +383,12 @@ class GitLab:
     def project_json(self, request: Request, project: Project) -> dict[str, Any]:
         web_url = self.project_web_url(request, project)
         host = urlsplit(request.base_url).netloc
-        root = self.users["root"]
+        owner = self.users[project.namespace]
         return {
             "id": project.id,
             "description": project.description,
             "name": project.name,
-            "name_with_namespace": f"{root.name} / {project.name}",
+            "name_with_namespace": f"{owner.name} / {project.name}",
             "path": project.path,
             "path_with_namespace": project.full_path,
             "created_at": project.created_at,
@@ -375,21 +404,24 @@ class GitLab:
             "star_count": 0,
             "last_activity_at": project.last_activity_at,
             "namespace": {
-                "id": root.id,
-                "name": root.name,
-                "path": "root",
+                "id": owner.id,
+                "name": owner.name,
+                "path": owner.username,
                 "kind": "user",
-                "full_path": "root",
+                "full_path": owner.username,
                 "parent_id": None,
                 "avatar_url": None,
-                "web_url": f"{request.base_url}/root",
+                "web_url": f"{request.base_url}/{owner.username}",
             },
+            "forked_from_project": (
+                {"id": project.forked_from_id} if project.forked_from_id is not None else None
+            ),
             "visibility": "private",
             "empty_repo": False,
             "archived": False,
             "merge_requests_enabled": True,
             "merge_method": "merge",
-            "approvals_before_merge": project.approvals_before_merge,
+            "approvals_before_merge": project.approvals_before_merge if project.premium else None,
             "only_allow_merge_if_pipeline_succeeds": False,
             "remove_source_branch_after_merge": True,
             "creator_id": project.creator.id,
@@ -457,9 +489,18 @@ class GitLab:
             "web_url": f"{self.project_web_url(request, project)}/-/tree/{name}",
         }
 
+    def source_project(self, project: Project, mr: MergeRequest) -> Project:
+        """The project holding the merge request's source branch (a fork, or its own)."""
+        if mr.source_project_id is None or mr.source_project_id == project.id:
+            return project
+        return self.projects[mr.source_project_id]
+
+    def source_head(self, project: Project, mr: MergeRequest) -> str | None:
+        return self.source_project(project, mr).branches.get(mr.source_branch)
+
     def conflicts(self, project: Project, mr: MergeRequest) -> tuple[dict[str, bytes], bool]:
         """The tree a merge would produce, and whether the branches conflict."""
-        source = self.commits[project.branches[mr.source_branch]]
+        source = self.commits[self.source_head(project, mr) or ""]
         target = self.commits[project.branches[mr.target_branch]]
         base = self.merge_base(source.id, target.id)
         base_tree = base.tree if base else {}
@@ -482,20 +523,44 @@ class GitLab:
             return "not_open"
         if DRAFT_TITLE.match(mr.title):
             return "draft_status"
-        if mr.source_branch not in project.branches or mr.target_branch not in project.branches:
+        source = self.source_head(project, mr)
+        if source is None or mr.target_branch not in project.branches:
             return "broken_status"
-        source, target = project.branches[mr.source_branch], project.branches[mr.target_branch]
+        target = project.branches[mr.target_branch]
         if source in self.ancestors(target):
             return "commits_status"
         if self.conflicts(project, mr)[1]:
             return "conflict"
-        if len(mr.approved_by) < mr.approvals_required:
+        # On Free, approvals are optional: they never block a merge.
+        if project.premium and len(mr.approved_by) < mr.approvals_required:
             return "not_approved"
         return "mergeable"
 
-    def mr_json(self, request: Request, project: Project, mr: MergeRequest) -> dict[str, Any]:
+    def pushed(self, project: Project, branch: str) -> None:
+        """What GitLab does to open merge requests when a branch they use gets new commits."""
+        for target in self.projects.values():
+            for mr in target.merge_requests.values():
+                if mr.state != "opened":
+                    continue
+                is_source = (
+                    self.source_project(target, mr) is project and mr.source_branch == branch
+                )
+                is_target = target is project and mr.target_branch == branch
+                if is_source and target.premium and target.reset_approvals_on_push:
+                    mr.approved_by.clear()
+                if is_source or is_target:
+                    mr.pending_reads = target.pending_status_reads
+
+    def mr_json(
+        self, request: Request, project: Project, mr: MergeRequest, read: bool = False
+    ) -> dict[str, Any]:
+        """The merge request's JSON; `read` counts a client's read of it (pending statuses)."""
         status = self.detailed_merge_status(project, mr)
-        source_sha = project.branches.get(mr.source_branch, mr.merged_source_sha)
+        if mr.pending_reads and mr.state == "opened":
+            status = "preparing" if mr.pending_reads > 1 else "checking"
+            if read:
+                mr.pending_reads -= 1
+        source_sha = self.source_head(project, mr) or mr.merged_source_sha
         target_sha = project.branches.get(mr.target_branch)
         base = self.merge_base(source_sha, target_sha) if source_sha and target_sha else None
         user = lambda u: u.basic(request.base_url) if u else None  # noqa: E731
@@ -523,14 +588,20 @@ class GitLab:
             "assignees": [],
             "assignee": None,
             "reviewers": [],
-            "source_project_id": project.id,
+            "source_project_id": self.source_project(project, mr).id,
             "target_project_id": project.id,
             "labels": [],
             "draft": draft,
             "work_in_progress": draft,
             "milestone": None,
             "merge_when_pipeline_succeeds": False,
-            "merge_status": "cannot_be_merged" if status == "conflict" else "can_be_merged",
+            "merge_status": (
+                "checking"
+                if status in ("preparing", "checking")
+                else "cannot_be_merged"
+                if status == "conflict"
+                else "can_be_merged"
+            ),
             "detailed_merge_status": status,
             "sha": source_sha,
             "merge_commit_sha": mr.merge_commit_sha,
@@ -557,7 +628,7 @@ class GitLab:
             "task_completion_status": {"count": 0, "completed_count": 0},
             "has_conflicts": status == "conflict",
             "blocking_discussions_resolved": True,
-            "approvals_before_merge": mr.approvals_required,
+            "approvals_before_merge": mr.approvals_required if project.premium else None,
             "diff_refs": {
                 "base_sha": base.id if base else None,
                 "head_sha": source_sha,
@@ -574,6 +645,15 @@ class GitLab:
         merge_request = self.mr_json(request, project, mr)
         shared = ("id", "iid", "project_id", "title", "description", "state", "created_at",
                   "updated_at", "merge_status")  # fmt: skip
+        if not project.premium:
+            # GitLab Free: optional approvals, no counters; "approved" = someone approved.
+            return {
+                **{key: merge_request[key] for key in shared},
+                "approved": bool(mr.approved_by),
+                "approved_by": [{"user": u.basic(request.base_url)} for u in mr.approved_by],
+                "user_has_approved": request.user in mr.approved_by,
+                "user_can_approve": self.can_approve(request.user, mr),
+            }
         return {
             **{key: merge_request[key] for key in shared},
             "approved": left == 0,
@@ -700,6 +780,67 @@ class GitLab:
 
     def get_project(self, request: Request, project: str) -> Response:
         return Response(200, self.project_json(request, self.project(project)))
+
+    def fork_project(self, request: Request, project: str) -> Response:
+        upstream = self.project(project)
+        path = str(param(request, "path", default=upstream.path))
+        namespace = request.user.username
+        if any(
+            p.full_path.lower() == f"{namespace}/{path}".lower() for p in self.projects.values()
+        ):
+            raise bad_request({"path": ["has already been taken"]})
+        fork = Project(
+            id=next(self.ids),
+            name=str(param(request, "name", default=upstream.name)),
+            path=path,
+            description=upstream.description,
+            creator=request.user,
+            default_branch=upstream.default_branch,
+            approvals_before_merge=upstream.approvals_before_merge,
+            branches=dict(upstream.branches),
+            namespace=namespace,
+            forked_from_id=upstream.id,
+            tier=upstream.tier,
+        )
+        self.projects[fork.id] = fork
+        return Response(201, self.project_json(request, fork))
+
+    def project_approvals_json(self, project: Project) -> dict[str, Any]:
+        return {
+            "approvers": [],
+            "approver_groups": [],
+            "approvals_before_merge": project.approvals_before_merge,
+            "reset_approvals_on_push": project.reset_approvals_on_push,
+            "disable_overriding_approvers_per_merge_request": False,
+            "merge_requests_author_approval": False,
+            "merge_requests_disable_committers_approval": False,
+            "require_password_to_approve": False,
+        }
+
+    def get_project_approvals(self, request: Request, project: str) -> Response:
+        return Response(200, self.project_approvals_json(self.project(project)))
+
+    def set_project_approvals(self, request: Request, project: str) -> Response:
+        found = self.project(project)
+        if not found.premium:
+            raise ApiError(403, {"message": "403 Forbidden"})
+        if request.params.get("approvals_before_merge") is not None:
+            found.approvals_before_merge = int_param(request, "approvals_before_merge") or 0
+        if request.params.get("reset_approvals_on_push") is not None:
+            found.reset_approvals_on_push = bool_param(request, "reset_approvals_on_push")
+        return Response(201, self.project_approvals_json(found))
+
+    def configure_project(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The test-only control endpoint: a project's tier and pending status reads."""
+        found = self.project(str(params["project"]))
+        if "tier" in params:
+            if params["tier"] not in ("free", "premium"):
+                raise bad_request("tier is free or premium")
+            found.tier = str(params["tier"])
+        if "pending_status_reads" in params:
+            found.pending_status_reads = int(params["pending_status_reads"])
+        return {"project": found.full_path, "tier": found.tier,
+                "pending_status_reads": found.pending_status_reads}  # fmt: skip
 
     # --- branches --------------------------------------------------------------------------
 
@@ -876,6 +1017,7 @@ class GitLab:
         )
         project.branches[branch] = commit.id
         project.last_activity_at = now()
+        self.pushed(project, branch)
         return commit
 
     def create_commit(self, request: Request, project: str) -> Response:
@@ -1007,14 +1149,16 @@ class GitLab:
         if str(param(request, "sort", default="desc")) == "desc":
             mrs.reverse()
         response = self.paginate(request, mrs)
-        response.body = [self.mr_json(request, found, mr) for mr in response.body]
+        response.body = [self.mr_json(request, found, mr, read=True) for mr in response.body]
         return response
 
     def check_open_duplicate(self, project: Project, mr: MergeRequest) -> None:
+        source = self.source_project(project, mr)
         for other in project.merge_requests.values():
             if (
                 other is not mr
                 and other.state == "opened"
+                and self.source_project(project, other) is source
                 and (other.source_branch, other.target_branch)
                 == (mr.source_branch, mr.target_branch)
             ):
@@ -1029,17 +1173,22 @@ class GitLab:
                 )
 
     def create_merge_request(self, request: Request, project: str) -> Response:
-        found = self.project(project)
+        source_project = self.project(project)
         require(request, "source_branch", "target_branch", "title")
         source, target = str(request.params["source_branch"]), str(request.params["target_branch"])
+        target_id = int_param(request, "target_project_id", source_project.id)
+        if target_id not in self.projects:
+            raise not_found("Project")
+        found = self.projects[int(target_id or source_project.id)]
         title = str(request.params["title"]).strip()
-        if source == target:
+        if source == target and found is source_project:
             raise ApiError(
                 422, {"message": ["You can't use same project/branch for source and target"]}
             )
-        for attr, branch in (("source_branch", source), ("target_branch", target)):
-            if branch not in found.branches:
-                raise bad_request({attr: ["does not exist"]})
+        if source not in source_project.branches:
+            raise bad_request({"source_branch": ["does not exist"]})
+        if target not in found.branches:
+            raise bad_request({"target_branch": ["does not exist"]})
         approvals = int_param(request, "approvals_before_merge", found.approvals_before_merge)
         mr = MergeRequest(
             id=next(self.mr_ids),
@@ -1051,6 +1200,8 @@ class GitLab:
             author=request.user,
             approvals_required=max(0, approvals or 0),
             remove_source_branch=bool_param(request, "remove_source_branch"),
+            source_project_id=source_project.id,
+            pending_reads=found.pending_status_reads,
         )
         self.check_open_duplicate(found, mr)
         found.merge_requests[mr.iid] = mr
@@ -1058,7 +1209,8 @@ class GitLab:
 
     def get_merge_request(self, request: Request, project: str, iid: str) -> Response:
         found = self.project(project)
-        return Response(200, self.mr_json(request, found, self.merge_request(found, iid)))
+        mr = self.merge_request(found, iid)
+        return Response(200, self.mr_json(request, found, mr, read=True))
 
     def update_merge_request(self, request: Request, project: str, iid: str) -> Response:
         found = self.project(project)
@@ -1113,6 +1265,8 @@ class GitLab:
     def set_approvals_required(self, request: Request, project: str, iid: str) -> Response:
         found = self.project(project)
         mr = self.merge_request(found, iid)
+        if not found.premium:
+            raise ApiError(403, {"message": "403 Forbidden"})
         required = int_param(request, "approvals_required")
         if required is None:
             raise ApiError(400, {"error": "approvals_required is missing"})
@@ -1151,7 +1305,7 @@ class GitLab:
 
     def check_sha(self, request: Request, project: Project, mr: MergeRequest) -> None:
         sha = param(request, "sha")
-        head = project.branches.get(mr.source_branch)
+        head = self.source_head(project, mr)
         if sha is not None and sha != head:
             raise ApiError(409, {"message": f"SHA does not match HEAD of source branch: {head}"})
 
@@ -1184,7 +1338,8 @@ class GitLab:
             raise ApiError(405, {"message": "405 Method Not Allowed"})
         self.check_sha(request, found, mr)
         tree, _ = self.conflicts(found, mr)
-        source_sha, target_sha = found.branches[mr.source_branch], found.branches[mr.target_branch]
+        source_sha, target_sha = self.source_head(found, mr), found.branches[mr.target_branch]
+        assert source_sha is not None  # mergeable: the source branch exists
         message = param(request, "merge_commit_message") or (
             f"Merge branch '{mr.source_branch}' into '{mr.target_branch}'\n\n{mr.title}\n\n"
             f"See merge request {found.full_path}!{mr.iid}"
@@ -1194,7 +1349,8 @@ class GitLab:
         mr.state, mr.merged_by, mr.merged_at = "merged", request.user, now()
         mr.merge_commit_sha, mr.merged_source_sha, mr.updated_at = commit.id, source_sha, now()
         if bool_param(request, "should_remove_source_branch", mr.remove_source_branch):
-            found.branches.pop(mr.source_branch, None)
+            self.source_project(found, mr).branches.pop(mr.source_branch, None)
+        self.pushed(found, mr.target_branch)
         found.last_activity_at = now()
         return Response(200, self.mr_json(request, found, mr))
 
@@ -1205,6 +1361,9 @@ ROUTES: list[tuple[str, tuple[str, ...], str]] = [
     ("GET", ("version",), "get_version"),
     ("POST", ("projects",), "create_project"),
     ("GET", ("projects", "{project}"), "get_project"),
+    ("POST", ("projects", "{project}", "fork"), "fork_project"),
+    ("GET", ("projects", "{project}", "approvals"), "get_project_approvals"),
+    ("POST", ("projects", "{project}", "approvals"), "set_project_approvals"),
     ("GET", ("projects", "{project}", "repository", "branches"), "list_branches"),
     ("POST", ("projects", "{project}", "repository", "branches"), "create_branch"),
     ("GET", ("projects", "{project}", "repository", "branches", "{branch}"), "get_branch"),
@@ -1317,6 +1476,13 @@ def make_handler(gitlab: GitLab) -> type[BaseHTTPRequestHandler]:
             raw_path, _, raw_query = self.path.partition("?")
             if raw_path == "/-/health":
                 return self.send(Response(200, b"GitLab OK", content_type="text/plain"))
+            if raw_path == "/-/fake/project" and self.command == "POST":
+                try:
+                    with gitlab.lock:
+                        answer = gitlab.configure_project(json.loads(body or b"{}"))
+                    return self.send(Response(200, answer))
+                except ApiError as error:
+                    return self.send(Response(error.status, error.body))
             try:
                 if not raw_path.startswith(API_PREFIX):
                     raise ApiError(404, {"error": "404 Not Found"})

@@ -4,6 +4,8 @@ import json
 import uuid
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from prefect.blocks.core import Block
 from pydantic import SecretStr
 
@@ -21,6 +23,26 @@ from blocks import (
 
 SECRET = "sentinel-" + uuid.uuid4().hex
 """A value that must never show up anywhere but inside a SecretStr."""
+
+PRIVATE_KEY = (
+    rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    .private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    .decode()
+)
+"""A service account's private key: GCP's secret, held in a ``SecretDict``."""
+SERVICE_ACCOUNT = {
+    "type": "service_account",
+    "project_id": "acme",
+    "private_key_id": "0123456789abcdef",
+    "private_key": PRIVATE_KEY,
+    "client_email": "magicflow@acme.iam.gserviceaccount.com",
+    "client_id": "1234567890",
+    "token_uri": "https://oauth2.googleapis.com/token",
+}
 
 SAMPLES: dict[type[Block], dict] = {
     KafkaConnection: {
@@ -41,14 +63,23 @@ SAMPLES: dict[type[Block], dict] = {
     LangflowConnection: {"url": "https://langflow.example.com", "api_key": SECRET},
     GcpConnection: {
         "project": "acme",
-        "anonymous": True,
+        "service_account_info": SERVICE_ACCOUNT,
         "storage_endpoint": "http://127.0.0.1:4443",
     },
 }
 
 
-def test_every_block_has_a_sample() -> None:
+def secret_values(sample: dict) -> list[str]:
+    """The secret values a sample holds: whole fields, or a service account's private key."""
+    found = [value for value in sample.values() if value == SECRET]
+    found += [v["private_key"] for v in sample.values() if isinstance(v, dict)]
+    return found
+
+
+def test_every_block_has_a_sample_holding_a_secret() -> None:
     assert set(ALL_BLOCKS) == set(SAMPLES)
+    # Otherwise the test that secrets stay hidden could not fail for that block.
+    assert all(secret_values(sample) for sample in SAMPLES.values())
 
 
 @pytest.mark.parametrize("block_type", ALL_BLOCKS, ids=lambda b: b.__name__)
@@ -74,16 +105,19 @@ def test_block_saves_loads_and_hides_secrets(block_type: type[Block], captured_l
 
     assert loaded.model_dump() == block.model_dump()
     for field, value in SAMPLES[block_type].items():
-        if value == SECRET:
-            assert getattr(loaded, field).get_secret_value() == SECRET
+        if value == SECRET or isinstance(value, dict):
+            assert getattr(loaded, field).get_secret_value() == value
     shown = [
         repr(loaded),
         str(loaded),
         loaded.model_dump_json(),
         json.dumps(loaded.model_dump(mode="json")),
+        captured_logs.text,
     ]
-    assert not any(SECRET in text for text in shown)
-    assert SECRET not in captured_logs.text
+    for secret in secret_values(SAMPLES[block_type]):
+        assert not any(secret in text for text in shown)
+        # The key's body, not only the whole PEM: a reformatted key would leak it too.
+        assert not any(secret.splitlines()[1] in text for text in shown if "\n" in secret)
 
 
 def test_aws_credentials_point_at_a_local_endpoint_without_code_changes() -> None:
@@ -168,3 +202,15 @@ def test_kubernetes_connection_sends_its_bearer_token() -> None:
 def test_langflow_client_sends_the_api_key_header() -> None:
     with LangflowConnection(api_key=SECRET).get_client() as client:
         assert client.headers["x-api-key"] == SECRET
+
+
+@pytest.mark.parametrize("block_type", ALL_BLOCKS, ids=lambda b: b.__name__)
+def test_block_code_example_follows_prefects_ui_convention(block_type: type[Block]) -> None:
+    """The block's page in the UI shows how to load it: an import and ``.load("BLOCK_NAME")``."""
+    name = block_type.__name__
+    example = block_type.get_code_example() or ""
+    code = example.split("```python\n", 1)[-1].split("```", 1)[0]
+    lines = code.splitlines()
+    assert lines[0] == f"from blocks import {name}", example
+    assert any(line.endswith(f' = {name}.load("BLOCK_NAME")') for line in lines[1:3]), example
+    compile(code, f"<{name} example>", "exec")  # it is Python

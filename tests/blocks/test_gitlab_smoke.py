@@ -1,42 +1,48 @@
-"""One real round trip through `GitLabConnection` against the GitLab fake over HTTP."""
+"""`GitLabConnection` builds the client MagicFlow relies on: its URL, its token, its timeout
+and no retries of its own, checked against the GitLab fake over HTTP and read back raw."""
+
+import json
+import urllib.request
+from urllib.parse import quote
 
 import gitlab as python_gitlab
 import pytest
+import requests
 
 from blocks import GitLabConnection
+from tests.fixtures.gitlab import GITLAB_ROOT_TOKEN, gitlab_connection_for
 
 
-def test_merge_request_created_then_read_back(
-    gitlab: GitLabConnection, gitlab_project: str
+def raw_get(server: str, path: str) -> dict:
+    """GitLab's answer read with plain urllib as root: not through the block."""
+    request = urllib.request.Request(
+        f"{server}/api/v4/{path}", headers={"PRIVATE-TOKEN": GITLAB_ROOT_TOKEN}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_the_block_client_writes_as_its_token_at_its_url(
+    gitlab_server: str, gitlab_project: str, recording_proxies
 ) -> None:
-    client = gitlab.get_client()
-    project = client.projects.get(gitlab_project)
-    project.branches.create({"branch": "feature/smoke", "ref": "main"})
-    project.commits.create(
+    block = recording_proxies.gitlab(token="glpat-carol")
+    project = block.get_client().projects.get(gitlab_project)
+    commit = project.commits.create(
         {
-            "branch": "feature/smoke",
-            "commit_message": "Add smoke file",
-            "actions": [{"action": "create", "file_path": "docs/smoke.md", "content": "hello\n"}],
+            "branch": "main",
+            "commit_message": "Smoke",
+            "actions": [{"action": "create", "file_path": "smoke.md", "content": "hello\n"}],
         }
     )
-    created = project.mergerequests.create(
-        {"source_branch": "feature/smoke", "target_branch": "main", "title": "Smoke"}
+    # What reached GitLab: one write, at the block's URL (the proxy), to the project's API.
+    assert [str(w) for w in recording_proxies.writes("gitlab")] == [
+        f"POST /api/v4/projects/{project.id}/repository/commits"
+    ]
+    # Read back without the block: the commit is there, made by the token's user.
+    stored = raw_get(
+        gitlab_server, f"projects/{quote(gitlab_project, safe='')}/repository/commits/main"
     )
-
-    # Read back through a fresh client, by path (URL-encoded as root%2F...) and by filters.
-    reader = gitlab.get_client().projects.get(gitlab_project)
-    read = reader.mergerequests.get(created.iid)
-    assert (read.title, read.state, read.source_branch, read.target_branch) == (
-        "Smoke",
-        "opened",
-        "feature/smoke",
-        "main",
-    )
-    assert read.detailed_merge_status == "not_approved"
-    listed = reader.mergerequests.list(state="opened", source_branch="feature/smoke", get_all=True)
-    assert [mr.iid for mr in listed] == [created.iid]
-    assert reader.files.get("docs/smoke.md", ref="feature/smoke").decode() == b"hello\n"
-    assert reader.files.raw("docs/smoke.md", ref="feature/smoke") == b"hello\n"
+    assert (stored["id"], stored["author_name"], stored["title"]) == (commit.id, "Carol", "Smoke")
 
 
 def test_wrong_token_is_rejected_like_gitlab(gitlab_server: str) -> None:
@@ -48,8 +54,6 @@ def test_wrong_token_is_rejected_like_gitlab(gitlab_server: str) -> None:
 
 def test_client_surfaces_rate_limiting_at_once(gitlab_server: str, fault_proxy_factory) -> None:
     """Prefect is the only retry layer: python-gitlab must not retry a 429 itself."""
-    from tests.fixtures.gitlab import gitlab_connection_for
-
     proxy = fault_proxy_factory(gitlab_server)
     before = proxy.injected
     proxy.fail(
@@ -63,3 +67,14 @@ def test_client_surfaces_rate_limiting_at_once(gitlab_server: str, fault_proxy_f
         gitlab_connection_for(proxy.url).get_client().auth()
     assert raised.value.response_code == 429
     assert proxy.injected - before == 1
+
+
+def test_client_gives_up_after_the_blocks_timeout(gitlab_server: str, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(gitlab_server)
+    before = proxy.injected
+    # The proxy holds the request five times longer than the block waits, then drops it.
+    proxy.fail(status=0, count=1, method="GET", path=r"^/api/v4/user$", delay=5)
+    slow = GitLabConnection(url=proxy.url, token=GITLAB_ROOT_TOKEN, timeout_seconds=1)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        slow.get_client().auth()
+    assert proxy.injected - before == 1  # and the client did not try again

@@ -6,15 +6,17 @@ Each test would fail if the server were down or the block built a wrong client.
 import uuid
 
 import boto3
+import botocore.exceptions
+import pytest
 from kubernetes import client as k8s
 
 from blocks import (
-    AwsCredentials,
     GcpConnection,
     KafkaConnection,
     KubernetesConnection,
     VaultConnection,
 )
+from tasks.aws.session import aws_client
 
 
 async def test_kafka_produce_then_consume_through_tansu(kafka: KafkaConnection) -> None:
@@ -52,21 +54,32 @@ def test_vault_kv_write_then_read_in_openbao(vault: VaultConnection) -> None:
     assert read["data"]["metadata"]["version"] == 1
 
 
-def test_s3_bucket_in_moto(aws_credentials: AwsCredentials) -> None:
-    s3 = aws_credentials.get_s3_client()
+def test_s3_bucket_in_moto(recording_proxies, moto_server: str) -> None:
+    """The client every AWS job uses (`aws_client`): built from the block, no retries of its own."""
+    credentials = recording_proxies.aws()
+    s3 = aws_client(credentials, "s3")
     s3.create_bucket(
         Bucket="smoke-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
-    # Read back with an independent client, not through the block.
-    endpoint = aws_credentials.aws_client_parameters.endpoint_url
+    # Read back with an independent client, not through the block or our client builder.
     independent = boto3.client(
         "s3",
-        endpoint_url=endpoint,
+        endpoint_url=moto_server,
         region_name="eu-west-1",
         aws_access_key_id="x",
         aws_secret_access_key="y",
     )
     assert [b["Name"] for b in independent.list_buckets()["Buckets"]] == ["smoke-bucket"]
+    assert [str(w) for w in recording_proxies.writes("aws")] == ["PUT /smoke-bucket"]
+
+    # One 503 is one request: botocore does not retry under Prefect's retries.
+    proxy = recording_proxies.proxies["aws"]
+    before = proxy.injected  # the proxy lives for the session: count from here
+    proxy.fail(status=503, count=5, method="GET", body="")
+    with pytest.raises(botocore.exceptions.ClientError):
+        s3.get_bucket_versioning(Bucket="smoke-bucket")
+    assert proxy.injected - before == 1
+    proxy.clear()
 
 
 def test_gcs_bucket_in_fake_gcs_server(gcp_connection: GcpConnection) -> None:

@@ -45,7 +45,7 @@ def prefect_proxy(fault_proxy_factory) -> FaultProxy:
 
 def magicflow(proxy: FaultProxy, *args: str, env: dict[str, str] | None = None):
     """Runs ``magicflow ARGS`` with the Prefect API behind the proxy; returns (result, writes)."""
-    before = len(proxy.requests)
+    before = len(proxy.requests())
     done = subprocess.run(
         [sys.executable, "-m", "magicflow.cli", *args],
         capture_output=True,
@@ -55,7 +55,7 @@ def magicflow(proxy: FaultProxy, *args: str, env: dict[str, str] | None = None):
         timeout=240,
         check=False,
     )
-    return done, writes_in(proxy.requests[before:])
+    return done, writes_in([(r.method, r.path) for r in proxy.requests()[before:]])
 
 
 async def stored(block_class, name: str, include_secrets: bool = True):

@@ -66,3 +66,48 @@ def test_jobs_are_never_served_from_cache_even_when_only_a_secret_changed() -> N
 
     rotate()
     assert seen == ["old", "new", "new"]
+
+
+def test_a_missing_block_name_is_a_typed_error_saying_how_to_create_it() -> None:
+    from blocks import VaultConnection
+    from magicflow import NotFoundError, connection
+
+    with pytest.raises(NotFoundError) as raised:
+        connection("no-such-vault", VaultConnection)
+    message = str(raised.value)
+    assert message.startswith("block:magicflow-vault-connection/no-such-vault: ")
+    assert "VaultConnection(...).save('no-such-vault')" in message
+    assert "Prefect UI under Blocks" in message
+
+
+def test_the_name_of_a_block_of_another_type_is_invalid_input_naming_it() -> None:
+    from blocks import GitLabConnection, VaultConnection
+    from magicflow import InvalidInputError, connection
+
+    GitLabConnection(url="https://gitlab.example.com", token="glpat-x").save(
+        "shared-name", overwrite=True
+    )
+    with pytest.raises(InvalidInputError) as raised:
+        connection("shared-name", VaultConnection)
+    assert str(raised.value) == (
+        "block:magicflow-vault-connection/shared-name: 'shared-name' is a saved "
+        "magicflow-gitlab-connection block, not a VaultConnection; pass the name of a "
+        "VaultConnection block"
+    )
+    with pytest.raises(InvalidInputError, match="expected a VaultConnection"):
+        connection(GitLabConnection.load("shared-name"), VaultConnection)
+    with pytest.raises(InvalidInputError, match="is empty"):
+        connection(" ", VaultConnection)
+
+
+def test_a_job_given_a_missing_block_fails_at_once_with_the_typed_error(captured_logs) -> None:
+    from pydantic import SecretStr
+
+    from magicflow import NotFoundError
+    from tasks import ensure_kv_secret
+
+    with pytest.raises(NotFoundError, match="no VaultConnection block is saved as 'nowhere'"):
+        ensure_kv_secret.with_options(retry_delay_seconds=0)(
+            "nowhere", "a/b", {"k": SecretStr("v")}
+        )
+    assert " - Retry " not in captured_logs.text

@@ -8,10 +8,7 @@ botocore parses the same error codes it would get from AWS.
 
 import json
 import time
-import urllib.request
-from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,7 +17,6 @@ from botocore.config import Config
 from prefect import flow
 from pydantic import SecretStr
 
-from blocks import AwsCredentials
 from magicflow import (
     Action,
     ConflictError,
@@ -42,8 +38,7 @@ from tasks.aws import (
     put_ssm_parameter,
     request_service_quota_increase,
 )
-from tests.backends import BackendProcess, free_port, http_ready, python_script
-from tests.fixtures.aws import AWS_REGION, aws_credentials_for
+from tests.fixtures.aws import AWS_REGION, aws_credentials_for, fake_state, seed_fake
 
 TRUST = {
     "Version": "2012-10-17",
@@ -104,41 +99,6 @@ def fast(job: Any, **options: Any) -> Any:
 
 
 # --- the Service Quotas / Backup fake -----------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def quota_fake(backend_logs: Path) -> Iterator[str]:
-    """URL of the Service Quotas + Backup fake (``tests/backends/aws_quota_fake.py``)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = BackendProcess(
-        "aws-quota-fake",
-        [*python_script("aws_quota_fake.py"), "--port", str(port)],
-        http_ready(f"{url}/__state__"),
-        backend_logs,
-    )
-    yield url
-    process.stop()
-
-
-def seed_fake(url: str, state: dict[str, Any]) -> None:
-    """Replaces the fake's state (its test-only ``/__seed__`` endpoint)."""
-    request = urllib.request.Request(
-        f"{url}/__seed__", data=json.dumps(state).encode(), method="POST"
-    )
-    urllib.request.urlopen(request, timeout=5).close()
-
-
-def fake_state(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/__state__", timeout=5) as response:
-        return dict(json.loads(response.read()))
-
-
-@pytest.fixture
-def quota_credentials(quota_fake: str) -> AwsCredentials:
-    """`AwsCredentials` for the fake, emptied before this test."""
-    seed_fake(quota_fake, {})
-    return aws_credentials_for(quota_fake)
 
 
 def quota(code: str, value: float, adjustable: bool = True) -> dict[str, Any]:
@@ -483,6 +443,10 @@ def test_iam_access_denied_is_not_retried(
 # --- KMS keys -----------------------------------------------------------------------------
 
 
+def kms_tags(kms: Any, key_id: str) -> dict[str, str]:
+    return {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=key_id)["Tags"]}
+
+
 def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_server) -> None:
     kms = independent(moto_server, "kms")
     created = ensure_kms_key(aws_credentials, "acme-prod", "acme data", {"team": "acme"})
@@ -490,7 +454,7 @@ def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_se
     assert (created.resource, created.action) == ("aws:kms:alias/acme-prod", Action.CREATED)
     key = kms.describe_key(KeyId="alias/acme-prod")["KeyMetadata"]
     assert (key["KeyId"], key["Description"]) == (key_id, "acme data")
-    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "team", "TagValue": "acme"}]
+    assert kms_tags(kms, key_id) == {"team": "acme", "magicflow:alias": "alias/acme-prod"}
 
     again = ensure_kms_key(aws_credentials, "alias/acme-prod", "acme data", {"team": "acme"})
     assert again.action == Action.UNCHANGED and again.detail == {"key_id": key_id}
@@ -501,7 +465,7 @@ def test_kms_key_is_created_then_unchanged_then_updated(aws_credentials, moto_se
     assert updated.action == Action.UPDATED
     assert updated.detail == {"key_id": key_id, "fields": ["description", "tags"]}
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "acme data at rest"
-    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "env", "TagValue": "prod"}]
+    assert kms_tags(kms, key_id) == {"env": "prod", "magicflow:alias": "alias/acme-prod"}
     assert len(kms.list_keys()["Keys"]) == 1
 
 
@@ -522,6 +486,37 @@ def test_kms_key_dry_run_and_invalid_alias_write_nothing(aws_credentials, moto_s
         {"key_id": key_id, "fields": ["description"]},
     )
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "old"
+
+
+def test_kms_retry_after_a_failed_alias_adopts_the_key_instead_of_making_another(
+    moto_server, aws_credentials, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    kms = independent(moto_server, "kms")
+    # Someone else's key and a key of ours for another alias are never adopted.
+    kms.create_key(Description="not ours")
+    ensure_kms_key(aws_credentials, "acme-other")
+    proxy.fail(
+        status=503,
+        count=1,
+        method="POST",
+        action="CreateAlias",
+        content_type=AWS_JSON,
+        body=aws_json_error("ServiceUnavailableException", "try again"),
+    )
+    change = fast(ensure_kms_key)(
+        aws_credentials_for(proxy.url), "acme-retry", "acme data", {"team": "acme"}
+    )
+    assert proxy.injected - before == 1  # the first attempt made the key, then failed
+    assert (change.action, change.detail["adopted"]) == (Action.CREATED, True)
+    key_id = kms.describe_key(KeyId="alias/acme-retry")["KeyMetadata"]["KeyId"]
+    assert change.detail["key_id"] == key_id
+    assert len(kms.list_keys()["Keys"]) == 3  # not 4: no second key for acme-retry
+    assert kms_tags(kms, key_id) == {"team": "acme", "magicflow:alias": "alias/acme-retry"}
+    assert ensure_kms_key(aws_credentials, "acme-retry", "acme data", {"team": "acme"}).action == (
+        Action.UNCHANGED
+    )
 
 
 def test_kms_throttling_is_retried(moto_server, aws_credentials, fault_proxy_factory) -> None:
@@ -1056,8 +1051,154 @@ def test_every_job_retries_a_503_but_not_a_403(
 def test_policy_documents_are_parsed_from_iam_url_encoding() -> None:
     from urllib.parse import quote
 
-    from tasks.aws import _parse_policy
+    from tasks.aws.iam import _parse_policy
 
     assert _parse_policy(quote(json.dumps(TRUST))) == TRUST
     assert _parse_policy(json.dumps(TRUST, indent=2)) == TRUST
     assert _parse_policy(TRUST) is TRUST
+
+
+# --- failures go through the one error table ----------------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    moto_server, aws_credentials, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(moto_server)
+    tls = aws_credentials_for(proxy.url.replace("http://", "https://"))
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_kms_key)(tls, "acme-tls")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(moto_server, aws_credentials, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    independent(moto_server, "kms").create_alias(
+        AliasName="alias/acme-cut",
+        TargetKeyId=independent(moto_server, "kms").create_key()["KeyMetadata"]["KeyId"],
+    )
+    proxy.fail(count=1, method="POST", truncate=8)  # DescribeKey's answer, cut short
+    change = fast(ensure_kms_key)(aws_credentials_for(proxy.url), "acme-cut")
+    assert change.action == Action.UNCHANGED
+    assert proxy.injected - before == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_type"),
+    [
+        ("ThrottlingException", 400, TransientError),
+        ("KMSInternalException", 400, TransientError),
+        ("AccessDeniedException", 400, PermissionDeniedError),
+        ("KMSInvalidStateException", 400, ConflictError),
+        ("SomethingNew", 503, TransientError),
+        ("SomethingNew", 400, InvalidInputError),
+    ],
+)
+def test_aws_error_codes_mean_their_status_in_the_table(
+    code, status, error_type, moto_server, aws_credentials, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(moto_server)
+    before = proxy.injected
+    body = aws_json_error(code, "injected")
+    proxy.fail(status=status, count=5, method="POST", content_type=AWS_JSON, body=body)
+    with pytest.raises(error_type, match=f"Key failed with {code}: injected"):
+        fast(ensure_kms_key, retries=1)(aws_credentials_for(proxy.url), "acme-codes")
+    assert proxy.injected - before == (2 if error_type is TransientError else 1)
+    proxy.clear()
+
+
+# --- idempotency at the wire: a second run and a dry run send no write --------------------
+
+ACCOUNT_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "123456789012"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
+def test_ensure_s3_bucket_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_s3_bucket(aws, "acme-wire", **kw),
+        wanted={"tags": {"team": "acme"}},
+        changed={"tags": {"team": "other"}, "versioning": False},
+    )
+    assert [w.method for w in writes].count("PUT") >= 4  # bucket, versioning, encryption, ...
+
+
+def test_ensure_iam_role_second_run_and_dry_run_send_no_writes(
+    recording_proxies, moto_server
+) -> None:
+    aws = recording_proxies.aws()
+    (audit,) = managed_policies(independent(moto_server, "iam"), "acme-audit")
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_iam_role(aws, "acme-wire", TRUST, **kw),
+        wanted={"managed_policy_arns": [audit], "inline_policies": {"read": READ_BUCKETS}},
+        changed={"inline_policies": {"read": WRITE_BUCKETS}},
+    )
+    assert {w.action for w in writes} == {"CreateRole", "AttachRolePolicy", "PutRolePolicy"}
+
+
+def test_iam_trust_policy_with_a_bare_account_id_settles(recording_proxies, moto_server) -> None:
+    aws = recording_proxies.aws()
+    # What IAM stores for a bare account id principal (moto keeps the text as sent).
+    stored = json.loads(
+        json.dumps(ACCOUNT_TRUST).replace('"123456789012"', '"arn:aws:iam::123456789012:root"')
+    )
+    independent(moto_server, "iam").create_role(
+        RoleName="acme-cross", AssumeRolePolicyDocument=json.dumps(stored)
+    )
+    with recording_proxies.no_writes():
+        assert ensure_iam_role(aws, "acme-cross", ACCOUNT_TRUST).action == Action.UNCHANGED
+    with recording_proxies.no_writes():
+        assert ensure_iam_role(aws, "acme-cross", stored).action == Action.UNCHANGED
+
+
+def test_ensure_kms_key_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_kms_key(aws, "acme-wire", **kw),
+        wanted={"description": "acme data", "tags": {"team": "acme"}},
+        changed={"description": "acme data at rest"},
+    )
+    assert [w.action for w in writes] == ["CreateKey", "CreateAlias"]
+
+
+def test_put_ssm_parameter_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: put_ssm_parameter(aws, "/acme/wire", **kw),
+        wanted={"value": SecretStr(SSM_SECRET), "tags": {"team": "acme"}},
+        changed={"value": SecretStr(SSM_SECRET_2), "tags": {"team": "acme"}},
+    )
+    assert [w.action for w in writes] == ["PutParameter"]
+
+
+def test_ensure_secretsmanager_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies,
+) -> None:
+    aws = recording_proxies.aws()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_secretsmanager_secret(aws, "acme/wire", **kw),
+        wanted={"value": SecretStr(SM_SECRET), "description": "db"},
+        changed={"value": SecretStr(SM_SECRET_2), "description": "db"},
+    )
+    assert [w.action for w in writes] == ["CreateSecret"]
+
+
+def test_request_service_quota_increase_second_run_and_dry_run_send_no_writes(
+    recording_proxies, quota_fake
+) -> None:
+    aws = recording_proxies.aws_quotas()
+    seed_fake(quota_fake, {"quotas": [quota("L-1216C47A", 32)]})
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: request_service_quota_increase(aws, "ec2", "L-1216C47A", **kw),
+        wanted={"desired_value": 64},
+    )
+    assert [w.action for w in writes] == ["RequestServiceQuotaIncrease"]
+    with recording_proxies.no_writes():  # a smaller ask is covered by the open request
+        assert request_service_quota_increase(aws, "ec2", "L-1216C47A", 48).action == "unchanged"
+    assert fake_state(quota_fake)["calls"]["RequestServiceQuotaIncrease"] == 1

@@ -45,3 +45,15 @@ def test_writing_job_supports_dry_run(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(JOBS))
 def test_job_is_in_the_readme_catalogue(name: str) -> None:
     assert f"| `{name}` |" in README
+
+
+TESTS = "\n".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in JOBS if n.startswith(WRITING_PREFIXES)))
+def test_writing_job_has_a_zero_write_test_at_the_wire(name: str) -> None:
+    """Every writer job proves, by counting requests, that reruns and dry runs write nothing."""
+    test = f"def test_{name}_second_run_and_dry_run_send_no_writes("
+    assert test in TESTS, f"no {test}...) in tests/tasks"
+    body = TESTS.split(test, 1)[1].split("\ndef ", 1)[0]
+    assert "assert_idempotent_at_the_wire" in body, f"{name}'s test does not count writes"

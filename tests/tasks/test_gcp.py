@@ -787,3 +787,147 @@ def test_gcp_jobs_compose_in_a_flow_and_accept_a_saved_block_name(
     second = tenant_on_gcp(SecretStr("tenant-pass-77a1"))
     assert [c.action for c in second] == ["unchanged", "unchanged", "unchanged"]
     assert "tenant-pass-77a1" not in captured_logs.text
+
+
+# --- failures go through the one error table -------------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    gcp_connection: GcpConnection, fake_gcs_server: str, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(fake_gcs_server)
+    via_tls = gcp_connection.model_copy(
+        update={"storage_endpoint": proxy.url.replace("http://", "https://")}
+    )
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_gcs_bucket)(via_tls, unique("mf-tls"))
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(
+    gcp_connection: GcpConnection, fake_gcs_server: str, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(fake_gcs_server)
+    injected_before = proxy.injected
+    via_proxy = gcp_connection.model_copy(update={"storage_endpoint": proxy.url})
+    name = unique("mf-cut")
+    storage_client(fake_gcs_server).create_bucket(name, location="EU")
+    proxy.fail(count=1, method="GET", path=rf"^/storage/v1/b/{name}\?", truncate=5)
+
+    change = fast(ensure_gcs_bucket)(via_proxy, name, versioning=False)
+
+    assert change.action == "unchanged"
+    assert proxy.injected - injected_before == 1
+
+
+def test_a_truncated_quota_answer_is_retried(
+    gcp_connection: GcpConnection, cloud_quotas: CloudQuotasFake, fault_proxy_factory
+) -> None:
+    cloud_quotas.seed_quota_info(cpus_quota())
+    proxy = fault_proxy_factory(cloud_quotas.url)
+    injected_before = proxy.injected
+    via_proxy = gcp_connection.model_copy(update={"cloud_quotas_endpoint": proxy.url})
+    proxy.fail(count=1, method="GET", path=r"/quotaInfos/", truncate=12)
+
+    quota = fast(get_gcp_quota)(via_proxy, COMPUTE, CPUS, location="us-central1")
+
+    assert quota.value > 0
+    assert proxy.injected - injected_before == 1
+
+
+# --- decided preferences: denied and partly granted are not success ------------------
+
+
+def test_a_denied_preference_that_asked_for_enough_is_not_satisfied(
+    gcp_connection: GcpConnection, cloud_quotas: CloudQuotasFake
+) -> None:
+    cloud_quotas.seed_quota_info(cpus_quota(), deny=True)
+    region = {"region": "us-central1"}
+    created = request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 96, dimensions=region)
+    assert (created.action, created.detail["reconciling"], created.detail["granted_value"]) == (
+        "created",
+        False,
+        48,
+    )
+    [preference] = cloud_quotas.preferences()  # read back: Google's decision, as the fake keeps it
+    assert preference["quotaConfig"]["stateDetail"].startswith("Denied")
+
+    with pytest.raises(ConflictError, match=r"granted 48 of the 96 asked \(Denied"):
+        request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 96, dimensions=region)
+    with pytest.raises(ConflictError, match="granted 48 of the 96 asked"):
+        request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 64, dimensions=region)
+    assert len(cloud_quotas.preferences()) == 1
+
+
+def test_a_partly_granted_preference_satisfies_only_what_was_granted(
+    gcp_connection: GcpConnection, cloud_quotas: CloudQuotasFake
+) -> None:
+    cloud_quotas.seed_quota_info(cpus_quota(), grant_up_to=64)
+    region = {"region": "us-central1"}
+    created = request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 96, dimensions=region)
+    assert (created.action, created.detail["granted_value"]) == ("created", 64)
+    assert get_gcp_quota(gcp_connection, COMPUTE, CPUS, location="us-central1").value == 64
+
+    assert request_gcp_quota_increase(
+        gcp_connection, COMPUTE, CPUS, 64, dimensions=region
+    ).action == ("unchanged")
+    with pytest.raises(ConflictError, match=r"granted 64 of the 96 asked \(Partially granted"):
+        request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 96, dimensions=region)
+    # Asking for more than before is a new ask: the preference is raised.
+    raised = request_gcp_quota_increase(gcp_connection, COMPUTE, CPUS, 128, dimensions=region)
+    assert raised.action == "updated"
+    [preference] = cloud_quotas.preferences()
+    assert preference["quotaConfig"]["preferredValue"] == "128"
+
+
+# --- idempotency at the wire: a second run and a dry run send no write ----------------
+
+
+def test_ensure_gcs_bucket_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    gcp = recording_proxies.gcp()
+    name = unique("mf-wire")
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_gcs_bucket(gcp, name, **kw),
+        wanted={"versioning": True},
+        changed={"versioning": False},
+    )
+    assert [(w.method, w.path) for w in writes] == [("POST", "/storage/v1/b")]
+
+
+def test_ensure_gcp_secret_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    gcp = recording_proxies.gcp()
+    secret_id = unique("mf-wire")
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_gcp_secret(gcp, secret_id, **kw),
+        wanted={"value": SecretStr("wire-1"), "labels": {"app": "acme"}},
+        changed={"value": SecretStr("wire-2"), "labels": {"app": "acme"}},
+    )
+    assert [w.method for w in writes] == ["POST", "POST"]  # the secret, its first version
+    assert {w.path.rsplit(":", 1)[-1] for w in writes} >= {"addVersion"}
+
+
+def test_request_gcp_quota_increase_second_run_and_dry_run_send_no_writes(
+    recording_proxies, cloud_quotas: CloudQuotasFake
+) -> None:
+    gcp = recording_proxies.gcp()
+    cloud_quotas.seed_quota_info(cpus_quota())
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: request_gcp_quota_increase(
+            gcp, COMPUTE, CPUS, dimensions={"region": "us-central1"}, **kw
+        ),
+        wanted={"preferred_value": 96},
+        changed={"preferred_value": 128},
+    )
+    assert [w.method for w in writes] == ["POST"]
+
+
+def test_a_denied_preference_is_not_asked_again(
+    recording_proxies, cloud_quotas: CloudQuotasFake
+) -> None:
+    gcp = recording_proxies.gcp()
+    cloud_quotas.seed_quota_info(cpus_quota(), deny=True)
+    request_gcp_quota_increase(gcp, COMPUTE, CPUS, 96)
+    with recording_proxies.no_writes():
+        with pytest.raises(ConflictError):
+            request_gcp_quota_increase(gcp, COMPUTE, CPUS, 96)

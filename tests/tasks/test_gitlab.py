@@ -18,6 +18,7 @@ from magicflow import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    TransientError,
 )
 from tasks.gitlab import (
     MergeRequestApproval,
@@ -28,7 +29,11 @@ from tasks.gitlab import (
     merge_merge_request,
     wait_for_merge_request_approval,
 )
-from tests.fixtures.gitlab import gitlab_connection_for
+from tests.fixtures.gitlab import (
+    GITLAB_ROOT_TOKEN,
+    configure_gitlab_project,
+    gitlab_connection_for,
+)
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -71,7 +76,22 @@ def open_merge_request(api: Project, branch: str = "feature") -> int:
 
 
 def approve_as(server: str, project: str, iid: int, username: str = "alice") -> None:
-    independent_client(server, username).projects.get(project).mergerequests.get(iid).approve()
+    # lazy: a POST only, no read of the merge request (reads count down pending statuses).
+    reviewer = independent_client(server, username).projects.get(project)
+    reviewer.mergerequests.get(iid, lazy=True).approve()
+
+
+def push(api: Project, branch: str, path: str = "late.txt") -> str:
+    """A commit on `branch` (a push); returns its sha."""
+    return str(
+        api.commits.create(
+            {
+                "branch": branch,
+                "commit_message": "late push",
+                "actions": [{"action": "create", "file_path": path, "content": "late\n"}],
+            }
+        ).id
+    )
 
 
 def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
@@ -501,6 +521,7 @@ def test_get_merge_request_approval_reflects_approvals(
         "approvals_required": 1,
         "approvals_left": 1,
         "approvers": [],
+        "head_sha": api.mergerequests.get(iid).sha,
     }
     assert before.web_url == api.mergerequests.get(iid).web_url
 
@@ -650,22 +671,145 @@ def test_merge_source_moved_is_a_conflict_not_retried(
     assert api.mergerequests.get(iid).state == "opened"
 
 
-def test_merge_sends_the_checked_sha(gitlab, gitlab_server, gitlab_project, api) -> None:
-    """A push after approval makes GitLab's sha check fail (the fake enforces it like GitLab)."""
+def test_merge_sends_the_checked_sha(gitlab_server, gitlab_project, api) -> None:
+    """A push between the job's read and its merge request is refused by GitLab's sha check."""
+    api.approvals.update(reset_approvals_on_push=False)  # else the push alone blocks the merge
     iid = open_merge_request(api)
     approve_as(gitlab_server, gitlab_project, iid)
-    old_sha = api.mergerequests.get(iid).sha
-    api.commits.create(
+    checked = api.mergerequests.get(iid).sha
+    pushed: list[str] = []
+
+    class PushAfterRead(GitLabConnection):
+        """The job's own client, but someone pushes right after its read of the merge request."""
+
+        _block_type_name = "MagicFlow Test Push After Read GitLab Connection"
+
+        def get_client(self) -> python_gitlab.Gitlab:
+            client = super().get_client()
+
+            def push_after_read(response, *args, **kwargs) -> None:
+                if (
+                    response.request.method == "GET"
+                    and response.request.path_url.endswith(f"/merge_requests/{iid}")
+                    and not pushed
+                ):
+                    pushed.append(push(api, "feature"))
+
+            client.session.hooks["response"].append(push_after_read)
+            return client
+
+    racing = PushAfterRead(url=gitlab_server, token=GITLAB_ROOT_TOKEN, timeout_seconds=10)
+    with pytest.raises(ConflictError, match="SHA does not match HEAD of source branch") as refused:
+        fast(merge_merge_request)(racing, gitlab_project, iid)
+    assert pushed and pushed[0] in str(refused.value)
+    mr = api.mergerequests.get(iid)
+    assert mr.state == "opened"  # the pushed, unreviewed commit was not merged
+    assert pushed and mr.sha == pushed[0] != checked
+
+
+def test_merge_refuses_a_head_pushed_after_the_approval(
+    gitlab, gitlab_server, gitlab_project, api, recording_proxies
+) -> None:
+    # With reset_approvals_on_push off, an approval survives a push: the dangerous case.
+    api.approvals.update(reset_approvals_on_push=False)
+    iid = open_merge_request(api)
+    approve_as(gitlab_server, gitlab_project, iid)
+    approval = get_merge_request_approval(gitlab, gitlab_project, iid)
+    assert approval.approved and approval.head_sha == api.mergerequests.get(iid).sha
+    late = push(api, "feature")
+    assert get_merge_request_approval(gitlab, gitlab_project, iid).approved  # still approved
+
+    proxied = recording_proxies.gitlab()
+    with recording_proxies.no_writes():
+        with pytest.raises(ConflictError, match="source branch moved after the approval"):
+            fast(merge_merge_request)(proxied, gitlab_project, iid, approved_sha=approval.head_sha)
+    assert api.mergerequests.get(iid).state == "opened"
+    # Approving the new head again lets it merge, pinned to that head.
+    fresh = get_merge_request_approval(gitlab, gitlab_project, iid)
+    assert fresh.head_sha == late
+    merged = merge_merge_request(gitlab, gitlab_project, iid, approved_sha=fresh.head_sha)
+    assert merged.action == "updated"
+    assert api.mergerequests.get(iid).state == "merged"
+
+
+def test_a_push_resets_approvals_by_default_and_the_gate_waits_again(
+    gitlab, gitlab_server, gitlab_project, api
+) -> None:
+    assert api.approvals.get().reset_approvals_on_push is True
+    iid = open_merge_request(api)
+    approve_as(gitlab_server, gitlab_project, iid)
+    assert get_merge_request_approval(gitlab, gitlab_project, iid).approved
+    push(api, "feature")
+    after = get_merge_request_approval(gitlab, gitlab_project, iid)
+    assert (after.approved, after.approvals_left, after.approvers) == (False, 1, [])
+    with pytest.raises(DeadlineExceededError, match="0 of 1 approvals"):
+        fast(wait_for_merge_request_approval)(
+            gitlab, gitlab_project, iid, interval_seconds=0.1, timeout_seconds=0.3
+        )
+    with pytest.raises(ConflictError, match="not_approved"):
+        merge_merge_request(gitlab, gitlab_project, iid)
+
+
+def test_on_gitlab_free_the_gate_opens_at_once_and_approvers_are_still_reported(
+    gitlab, gitlab_server, gitlab_project, api
+) -> None:
+    configure_gitlab_project(gitlab_server, gitlab_project, tier="free")
+    iid = open_merge_request(api)
+    raw = api.mergerequests.get(iid).approvals.get().attributes
+    assert "approvals_required" not in raw and raw["approved"] is False  # Free's answer
+
+    started = time.monotonic()
+    approval = fast(wait_for_merge_request_approval)(
+        gitlab, gitlab_project, iid, interval_seconds=5, timeout_seconds=600
+    )
+    assert time.monotonic() - started < 5  # the first check passed: no wait for a deadline
+    assert (approval.approved, approval.approvals_required, approval.approvers) == (True, 0, [])
+    approve_as(gitlab_server, gitlab_project, iid, "bob")
+    assert get_merge_request_approval(gitlab, gitlab_project, iid).approvers == ["bob"]
+    merged = merge_merge_request(gitlab, gitlab_project, iid, approved_sha=approval.head_sha)
+    assert merged.action == "updated"
+
+
+def test_merge_waits_out_the_checking_status_gitlab_shows_after_creation(
+    gitlab, gitlab_server, gitlab_project, api, captured_logs
+) -> None:
+    configure_gitlab_project(gitlab_server, gitlab_project, pending_status_reads=2)
+    iid = open_merge_request(api)
+    approve_as(gitlab_server, gitlab_project, iid)
+    merged = fast(merge_merge_request)(gitlab, gitlab_project, iid)
+    assert merged.action == "updated"
+    assert "still checking mergeability (preparing)" in captured_logs.text
+    assert "still checking mergeability (checking)" in captured_logs.text
+    assert api.mergerequests.get(iid).state == "merged"
+
+
+def test_a_forks_merge_request_from_a_branch_of_the_same_name_is_not_ours(
+    gitlab, gitlab_server, gitlab_project, api
+) -> None:
+    upstream_id = api.id
+    alice = independent_client(gitlab_server, "alice")
+    fork = alice.projects.get(alice.projects.get(gitlab_project).forks.create({}).id)
+    push_branch(fork, "feature", {"fork.txt": "from a fork\n"})
+    theirs = fork.mergerequests.create(
         {
-            "branch": "feature",
-            "commit_message": "late push",
-            "actions": [{"action": "create", "file_path": "late.txt", "content": "late\n"}],
+            "source_branch": "feature",
+            "target_branch": "main",
+            "title": "From a fork",
+            "target_project_id": upstream_id,
         }
     )
-    with pytest.raises(python_gitlab.GitlabMRClosedError, match="SHA does not match"):
-        api.mergerequests.get(iid).merge(sha=old_sha)
-    # The job reads the current sha and merges it.
-    assert merge_merge_request(gitlab, gitlab_project, iid).action == "updated"
+    push_branch(api, "feature", {"ours.txt": "ours\n"})
+
+    ours = ensure_merge_request(gitlab, gitlab_project, "feature", "main", "Ours")
+    assert ours.action == "created"
+    assert ours.detail["iid"] != theirs.iid
+    listed = api.mergerequests.list(state="opened", get_all=True)
+    assert {(m.iid, m.source_project_id, m.title) for m in listed} == {
+        (theirs.iid, fork.id, "From a fork"),
+        (ours.detail["iid"], upstream_id, "Ours"),
+    }
+    again = ensure_merge_request(gitlab, gitlab_project, "feature", "main", "Ours")
+    assert (again.action, again.detail["iid"]) == ("unchanged", ours.detail["iid"])
 
 
 # --- secrets and composition -----------------------------------------------------------------
@@ -722,3 +866,90 @@ def test_jobs_compose_in_a_flow_and_a_second_run_changes_nothing(
     ).approved
     assert merge_merge_request(gitlab, gitlab_project, iid).action == "updated"
     assert api.files.get("tenants/acme.yaml", ref="main").decode() == b"name: acme\n"
+
+
+# --- failures go through the one error table -------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["gitlab.example.com", "http://", "http://:80", "127.0.0.1:9"])
+def test_an_invalid_url_is_invalid_input_and_not_retried(url, captured_logs) -> None:
+    with pytest.raises(InvalidInputError, match="the endpoint URL is not valid"):
+        fast(ensure_branch)(gitlab_connection_for(url), "root/any", "x")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(faults, captured_logs) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    tls_url = faults.url.replace("http://", "https://")
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_branch)(gitlab_connection_for(tls_url), "root/any", "x")
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(gitlab_project, api, faults) -> None:
+    faults.fail(count=1, method="GET", path=r"/repository/branches/", truncate=10)
+    change = fast(ensure_branch)(gitlab_connection_for(faults.url), gitlab_project, "cut")
+    assert change.action == "created"
+    assert faults.injected == 1
+    assert "cut" in branch_names(api)
+
+
+def test_a_refused_connection_is_transient() -> None:
+    from tests.backends import free_port
+
+    nowhere = gitlab_connection_for(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError, match="unreachable"):
+        ensure_branch.with_options(retries=0)(nowhere, "root/any", "x")
+
+
+# --- idempotency at the wire: a second run and a dry run send no write -----------------------
+
+
+def test_ensure_branch_second_run_and_dry_run_send_no_writes(
+    recording_proxies, gitlab_project
+) -> None:
+    gitlab = recording_proxies.gitlab()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_branch(gitlab, gitlab_project, "release/1.0", **kw)
+    )
+    assert [(w.method, w.path.rsplit("/", 2)[-2:]) for w in writes] == [
+        ("POST", ["repository", "branches"])
+    ]
+
+
+def test_commit_files_second_run_and_dry_run_send_no_writes(
+    recording_proxies, gitlab_project
+) -> None:
+    gitlab = recording_proxies.gitlab()
+    files = {"tenants/acme.yaml": "name: acme\n", "tenants/globex.yaml": "name: globex\n"}
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: commit_files(gitlab, gitlab_project, "main", commit_message="Add", **kw),
+        wanted={"files": files},
+        changed={"files": {**files, "tenants/acme.yaml": "name: acme\nquota: 5\n"}},
+    )
+    assert [w.method for w in writes] == ["POST"]  # one commit for both files
+
+
+def test_ensure_merge_request_second_run_and_dry_run_send_no_writes(
+    recording_proxies, gitlab_project, api
+) -> None:
+    gitlab = recording_proxies.gitlab()
+    push_branch(api, "feature", {"f.txt": "f\n"})
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_merge_request(gitlab, gitlab_project, "feature", "main", **kw),
+        wanted={"title": "Add f", "description": "Why"},
+        changed={"title": "Add f (v2)", "description": "Why"},
+    )
+    assert [w.method for w in writes] == ["POST"]
+
+
+def test_merge_merge_request_second_run_and_dry_run_send_no_writes(
+    recording_proxies, gitlab_server, gitlab_project, api
+) -> None:
+    gitlab = recording_proxies.gitlab()
+    iid = open_merge_request(api)
+    approve_as(gitlab_server, gitlab_project, iid)
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: merge_merge_request(gitlab, gitlab_project, iid, **kw), first="updated"
+    )
+    assert [(w.method, w.path.rsplit("/", 1)[-1]) for w in writes] == [("PUT", "merge")]

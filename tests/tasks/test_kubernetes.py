@@ -478,6 +478,114 @@ def test_client_does_not_retry_on_its_own(kubernetes, k8s_namespace, fault_proxy
     injected = proxy.injected
     proxy.fail(status=0, count=1, method="GET", path=rf"/namespaces/{k8s_namespace}$")
     connection = KubernetesConnection(api_server_url=proxy.url, token="t")
-    with pytest.raises(TransientError, match="reading failed: API server unreachable"):
+    with pytest.raises(TransientError, match="reading failed: the answer was cut short"):
         ensure_namespace.with_options(retries=0)(connection, k8s_namespace)
     assert proxy.injected - injected == 1
+
+
+# --- failures go through the one error table ----------------------------------------
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    kubernetes, k8s_namespace, fault_proxy_factory, captured_logs
+) -> None:
+    # The proxy speaks plain HTTP: a TLS handshake with it fails like a wrong certificate.
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    tls = KubernetesConnection(
+        api_server_url=proxy.url.replace("http://", "https://"),
+        token="t",
+        insecure_skip_tls_verify=True,
+    )
+    with pytest.raises(InvalidInputError, match=r"reading failed: TLS failed"):
+        fast(ensure_namespace)(tls, k8s_namespace)
+    assert " - Retry " not in captured_logs.text
+
+
+def test_a_truncated_answer_is_retried(kubernetes, k8s_namespace, fault_proxy_factory) -> None:
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    injected = proxy.injected
+    proxy.fail(count=1, method="GET", path=rf"/namespaces/{k8s_namespace}$", truncate=15)
+    connection = KubernetesConnection(api_server_url=proxy.url, token="t")
+    assert fast(ensure_namespace)(connection, k8s_namespace).action == "unchanged"
+    assert proxy.injected - injected == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(405, InvalidInputError), (410, NotFoundError), (422, InvalidInputError), (504, None)],
+)
+def test_statuses_are_typed_by_the_table(
+    status, error_type, kubernetes, k8s_namespace, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(kubernetes.api_server_url)
+    injected = proxy.injected
+    body = status_body(status, "Injected", f"answered {status}")
+    path = rf"/namespaces/{k8s_namespace}$"
+    proxy.fail(status=status, count=5, method="GET", path=path, body=body)
+    connection = KubernetesConnection(api_server_url=proxy.url, token="t")
+    if error_type is None:  # transient: retried until the budget is spent (1 + 3 retries)
+        with pytest.raises(TransientError, match=f"answered {status}"):
+            fast(ensure_namespace)(connection, k8s_namespace)
+        assert proxy.injected - injected == 4
+    else:
+        with pytest.raises(error_type, match=f"reading failed with HTTP {status}"):
+            fast(ensure_namespace)(connection, k8s_namespace)
+        assert proxy.injected - injected == 1
+    proxy.clear()
+
+
+# --- idempotency at the wire: a second run and a dry run send no write --------------
+
+
+def test_ensure_namespace_second_run_and_dry_run_send_no_writes(recording_proxies) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_namespace(k8s_connection, name, **kw),
+        wanted={"labels": {"team": "acme"}, "annotations": {"owner": "ops"}},
+        changed={"labels": {"team": "platform"}},
+    )
+    assert [(w.method, w.path) for w in writes] == [("POST", "/api/v1/namespaces")]
+
+
+def test_ensure_resource_quota_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_resource_quota(k8s_connection, k8s_namespace, "default", **kw),
+        # Equal quantities written another way are not a change.
+        wanted={"hard": {"requests.memory": "1Gi", "pods": "10"}},
+        changed={"hard": {"requests.memory": "2Gi", "pods": "10"}},
+    )
+    assert [w.method for w in writes] == ["POST"]
+    with recording_proxies.no_writes():
+        same = ensure_resource_quota(
+            k8s_connection, k8s_namespace, "default", {"requests.memory": "1024Mi", "pods": "10"}
+        )
+    assert same.action == "unchanged"
+
+
+def test_ensure_limit_range_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    limits = [{"type": "Container", "default": {"cpu": "500m"}, "max": {"cpu": "2"}}]
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_limit_range(k8s_connection, k8s_namespace, "defaults", **kw),
+        wanted={"limits": limits},
+        changed={"limits": [{"type": "Container", "max": {"cpu": "4"}}]},
+    )
+    assert [w.method for w in writes] == ["POST"]
+
+
+def test_ensure_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, k8s_namespace
+) -> None:
+    k8s_connection = recording_proxies.kubernetes()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_secret(k8s_connection, k8s_namespace, "db", **kw),
+        wanted={"data": {"password": SecretStr(PASSWORD)}, "labels": {"app": "acme"}},
+        changed={"data": {"password": SecretStr(PASSWORD + "-rotated")}},
+    )
+    assert [w.method for w in writes] == ["POST"]

@@ -364,7 +364,92 @@ def test_an_unreachable_server_is_transient(vault_path) -> None:
     from tests.backends import free_port
 
     nowhere = VaultConnection(url=f"http://127.0.0.1:{free_port()}", token="t", timeout_seconds=2)
-    with pytest.raises(TransientError, match="Vault unreachable"):
+    with pytest.raises(TransientError, match="unreachable"):
         ensure_kv_secret.with_options(retries=0)(
             nowhere, vault_path, {"password": SecretStr(PASSWORD)}
         )
+
+
+# --- failures go through the one error table ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(405, InvalidInputError), (409, ConflictError), (413, InvalidInputError)],
+)
+def test_statuses_hvac_does_not_name_are_typed_by_the_table_and_not_retried(
+    status, error_type, vault, vault_kv, vault_path, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(vault.url)
+    injected = proxy.injected
+    proxy.fail(
+        status=status,
+        count=5,
+        method="POST",
+        path=f"/v1/secret/data/{vault_path}",
+        body=vault_errors(f"refused with {status}"),
+    )
+    with pytest.raises(error_type, match=f"refused with {status}"):
+        fast(ensure_kv_secret)(through_proxy(vault, proxy), vault_path, {"k": SecretStr(PASSWORD)})
+    assert proxy.injected - injected == 1
+    assert stored(vault_kv, vault_path) is None
+
+
+def test_not_replicated_yet_412_is_retried(
+    vault, vault_kv, vault_path, fault_proxy_factory
+) -> None:
+    proxy = fault_proxy_factory(vault.url)
+    injected = proxy.injected
+    path = f"/v1/secret/data/{vault_path}"
+    proxy.fail(status=412, count=1, method="GET", path=path, body=vault_errors("retry later"))
+    change = fast(ensure_kv_secret)(through_proxy(vault, proxy), vault_path, {"k": SecretStr("v")})
+    assert change.action == "created"
+    assert proxy.injected - injected == 1
+    assert stored(vault_kv, vault_path) == ({"k": "v"}, 1)
+
+
+def test_a_truncated_answer_is_retried(vault, vault_kv, vault_path, fault_proxy_factory) -> None:
+    vault_kv.create_or_update_secret(path=vault_path, secret={"k": "v"})
+    proxy = fault_proxy_factory(vault.url)
+    injected = proxy.injected
+    proxy.fail(count=1, method="GET", path=f"/v1/secret/data/{vault_path}", truncate=20)
+    change = fast(ensure_kv_secret)(through_proxy(vault, proxy), vault_path, {"k": SecretStr("v")})
+    assert change.action == "unchanged"
+    assert proxy.injected - injected == 1
+
+
+def test_a_tls_failure_is_invalid_input_and_not_retried(
+    vault, vault_path, fault_proxy_factory, captured_logs
+) -> None:
+    proxy = fault_proxy_factory(vault.url)
+    tls = VaultConnection(url=proxy.url.replace("http://", "https://"), token=vault.token)
+    with pytest.raises(InvalidInputError, match=r"TLS failed .*\(SSLError\)"):
+        fast(ensure_kv_secret)(tls, vault_path, {"k": SecretStr("v")})
+    assert " - Retry " not in captured_logs.text
+
+
+# --- idempotency at the wire: a second run and a dry run send no write ----------------
+
+
+def test_ensure_kv_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, vault_path
+) -> None:
+    vault = recording_proxies.vault()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_kv_secret(vault, vault_path, **kw),
+        wanted={"data": {"password": SecretStr(PASSWORD)}},
+        changed={"data": {"password": SecretStr(PASSWORD + "-rotated")}},
+    )
+    assert [(w.method, w.path) for w in writes] == [("POST", f"/v1/secret/data/{vault_path}")]
+
+
+def test_ensure_generated_kv_secret_second_run_and_dry_run_send_no_writes(
+    recording_proxies, vault_kv, vault_path
+) -> None:
+    vault = recording_proxies.vault()
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: ensure_generated_kv_secret(vault, vault_path, **kw),
+        wanted={"key": "password"},
+    )
+    assert [w.method for w in writes] == ["POST"]
+    assert stored(vault_kv, vault_path)[1] == 1  # generated once, never rotated

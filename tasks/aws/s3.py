@@ -1,0 +1,302 @@
+"""S3 jobs: buckets with versioning, encryption, public access block and tags; object versions."""
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import ConfigDict
+
+from blocks import AwsCredentials
+from magicflow import (
+    Action,
+    Change,
+    ConflictError,
+    connection,
+    job,
+)
+from tasks.aws.inputs import (
+    Dated,
+    newest_first,
+    require,
+    tag_dict,
+    tag_list,
+    validate_region,
+    validate_tags,
+)
+from tasks.aws.session import (
+    aws_client,
+    aws_errors,
+    call_or_none,
+    report_change,
+)
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def _validate_bucket_name(resource: str, name: str) -> None:
+    """S3's bucket naming rules for general purpose buckets."""
+    require(3 <= len(name) <= 63, resource, "a bucket name has 3 to 63 characters")
+    require(
+        bool(_BUCKET_NAME.fullmatch(name)),
+        resource,
+        "a bucket name has only lowercase letters, digits, dots and hyphens, "
+        "and starts and ends with a letter or digit",
+    )
+    require(".." not in name, resource, "a bucket name has no two adjacent dots")
+    require(not _is_ip_address(name), resource, "a bucket name is not an IP address")
+    require(
+        not name.startswith(_BUCKET_RESERVED_PREFIXES)
+        and not name.endswith(_BUCKET_RESERVED_SUFFIXES),
+        resource,
+        "a bucket name uses a prefix or suffix reserved by S3",
+    )
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _bucket_region(s3: Any, name: str) -> str:
+    constraint = s3.get_bucket_location(Bucket=name).get("LocationConstraint")
+    # S3 reports us-east-1 as no constraint, and eu-west-1 as "EU" for very old buckets.
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
+
+
+def _read_bucket_settings(s3: Any, name: str) -> dict[str, Any]:
+    versioning = s3.get_bucket_versioning(Bucket=name).get("Status") == "Enabled"
+    encryption = call_or_none(
+        {"ServerSideEncryptionConfigurationNotFoundError"}, s3.get_bucket_encryption, Bucket=name
+    )
+    default_sse: dict[str, Any] = {}
+    if encryption:
+        rules = encryption["ServerSideEncryptionConfiguration"].get("Rules", [])
+        default_sse = rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {}
+    public_access = call_or_none(
+        {"NoSuchPublicAccessBlockConfiguration"}, s3.get_public_access_block, Bucket=name
+    )
+    flags = (public_access or {}).get("PublicAccessBlockConfiguration", {})
+    tagging = call_or_none({"NoSuchTagSet"}, s3.get_bucket_tagging, Bucket=name)
+    return {
+        "versioning": versioning,
+        "encryption": (default_sse.get("SSEAlgorithm"), default_sse.get("KMSMasterKeyID")),
+        "block_public_access": tuple(bool(flags.get(flag)) for flag in _PUBLIC_ACCESS_FLAGS),
+        "tags": {
+            key: value
+            for key, value in tag_dict((tagging or {}).get("TagSet", [])).items()
+            if not key.startswith("aws:")
+        },
+    }
+
+
+_PUBLIC_ACCESS_FLAGS = (
+    "BlockPublicAcls",
+    "IgnorePublicAcls",
+    "BlockPublicPolicy",
+    "RestrictPublicBuckets",
+)
+
+
+def _apply_bucket_settings(
+    s3: Any, name: str, desired: Mapping[str, Any], fields: Sequence[str]
+) -> None:
+    if "versioning" in fields:
+        status = "Enabled" if desired["versioning"] else "Suspended"
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+    if "encryption" in fields:
+        algorithm, key_id = desired["encryption"]
+        by_default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key_id} if key_id else {})}
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": by_default}]
+            },
+        )
+    if "block_public_access" in fields:
+        if all(desired["block_public_access"]):
+            s3.put_public_access_block(
+                Bucket=name,
+                PublicAccessBlockConfiguration=dict.fromkeys(_PUBLIC_ACCESS_FLAGS, True),
+            )
+        else:
+            s3.delete_public_access_block(Bucket=name)
+    if "tags" in fields:
+        if desired["tags"]:
+            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tag_list(desired["tags"])})
+        else:
+            s3.delete_bucket_tagging(Bucket=name)
+
+
+@job
+def ensure_s3_bucket(
+    aws_credentials: AwsCredentials | str,
+    name: str,
+    region: str | None = None,
+    versioning: bool = True,
+    encryption: Literal["AES256", "aws:kms"] = "AES256",
+    kms_key_id: str | None = None,
+    block_public_access: bool = True,
+    tags: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> Change:
+    """Ensures an S3 bucket exists with the given versioning, encryption, public access and tags.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The bucket name; checked against S3's naming rules before anything else.
+        region: Where the bucket lives; the block's region when omitted.
+        versioning: Keep object versions (``False`` suspends versioning if it was on).
+        encryption: Default server-side encryption, ``AES256`` (SSE-S3) or ``aws:kms``.
+        kms_key_id: KMS key id or ARN for ``aws:kms``; AWS's ``aws/s3`` key when omitted.
+        block_public_access: Turn on all four public access block settings
+            (``False`` removes the bucket's public access block).
+        tags: The bucket's complete tag set; tags not listed are removed.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:s3:bucket/<name>``; ``detail["fields"]`` names the settings
+        that differed (``versioning``, ``encryption``, ``block_public_access``, ``tags``).
+
+    Raises:
+        InvalidInputError: Bad name, region, encryption settings or tags; nothing written.
+        ConflictError: The name is taken by another account, or the bucket is in another
+            region than ``region``.
+        PermissionDeniedError: The credentials may not read or change the bucket.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import ensure_s3_bucket
+
+        @flow
+        def tenant_storage():
+            ensure_s3_bucket("prod-aws", "acme-prod-data", tags={"team": "acme"})
+        ```
+    """
+    resource = f"aws:s3:bucket/{name}"
+    _validate_bucket_name(resource, name)
+    validate_region(resource, region)
+    require(encryption in ("AES256", "aws:kms"), resource, "encryption is AES256 or aws:kms")
+    require(
+        kms_key_id is None or encryption == "aws:kms",
+        resource,
+        "kms_key_id needs encryption='aws:kms'",
+    )
+    desired: dict[str, Any] = {
+        "versioning": versioning,
+        "encryption": (encryption, kms_key_id),
+        "block_public_access": (block_public_access,) * len(_PUBLIC_ACCESS_FLAGS),
+        "tags": validate_tags(resource, tags),
+    }
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        s3 = aws_client(credentials, "s3", region)
+        target_region = region or s3.meta.region_name
+        validate_region(resource, target_region)
+        exists = call_or_none({"404", "NoSuchBucket", "NotFound"}, s3.head_bucket, Bucket=name)
+        if exists is None:
+            if dry_run:
+                return report_change(resource, Action.CREATED, dry_run=True, region=target_region)
+            location = {} if target_region == "us-east-1" else {"LocationConstraint": target_region}
+            s3.create_bucket(
+                Bucket=name, **({"CreateBucketConfiguration": location} if location else {})
+            )
+            current = _read_bucket_settings(s3, name)
+            fields = [field for field in desired if desired[field] != current[field]]
+            _apply_bucket_settings(s3, name, desired, fields)
+            return report_change(resource, Action.CREATED, dry_run=False, region=target_region)
+        actual_region = _bucket_region(s3, name)
+        if region is not None and actual_region != region:
+            raise ConflictError(resource, f"the bucket exists in {actual_region}, not in {region}")
+        current = _read_bucket_settings(s3, name)
+        fields = [field for field in desired if desired[field] != current[field]]
+        if not fields:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run)
+        if not dry_run:
+            _apply_bucket_settings(s3, name, desired, fields)
+        return report_change(resource, Action.UPDATED, dry_run=dry_run, fields=fields)
+
+
+class S3ObjectVersion(Dated):
+    """One version of an S3 object, or a delete marker.
+
+    Attributes:
+        key: The object key.
+        version_id: The version id (``null`` for objects written before versioning).
+        is_latest: Whether this is the current version.
+        is_delete_marker: Whether this version is a delete marker.
+        size: The size in bytes (None for delete markers).
+        created: When this version was written (S3's ``LastModified``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    version_id: str
+    is_latest: bool = False
+    is_delete_marker: bool = False
+    size: int | None = None
+
+
+@job
+def list_s3_object_versions(
+    aws_credentials: AwsCredentials | str, bucket: str, prefix: str = ""
+) -> list[S3ObjectVersion]:
+    """Lists the versions and delete markers of the objects under a prefix, newest first.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        bucket: The bucket.
+        prefix: Only keys starting with this prefix; the whole bucket when empty.
+
+    Returns:
+        The object versions and delete markers, newest first.
+
+    Raises:
+        InvalidInputError: Malformed bucket name.
+        NotFoundError: No such bucket.
+        PermissionDeniedError: The credentials may not list object versions.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import list_s3_object_versions
+
+        @flow
+        def restore_candidates():
+            return list_s3_object_versions("prod-aws", "acme-prod-data", "exports/")
+        ```
+    """
+    resource = f"aws:s3:bucket/{bucket}"
+    _validate_bucket_name(resource, bucket)
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        s3 = aws_client(credentials, "s3")
+        versions: list[S3ObjectVersion] = []
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Versions", []):
+                versions.append(_object_version(entry, is_delete_marker=False))
+            for entry in page.get("DeleteMarkers", []):
+                versions.append(_object_version(entry, is_delete_marker=True))
+    # LastModified has one-second resolution: among equal times the latest version wins.
+    versions.sort(key=lambda version: not version.is_latest)
+    return newest_first(versions)
+
+
+def _object_version(entry: Mapping[str, Any], *, is_delete_marker: bool) -> S3ObjectVersion:
+    return S3ObjectVersion(
+        key=entry["Key"],
+        version_id=entry.get("VersionId", "null"),
+        is_latest=bool(entry.get("IsLatest")),
+        is_delete_marker=is_delete_marker,
+        size=None if is_delete_marker else entry.get("Size"),
+        created=entry.get("LastModified"),
+    )

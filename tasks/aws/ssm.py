@@ -1,0 +1,149 @@
+"""SSM Parameter Store jobs: a parameter that holds a value, overwritten only when it differs."""
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import SecretStr
+
+from blocks import AwsCredentials
+from magicflow import Action, Change, connection, job
+from tasks.aws.inputs import (
+    require,
+    secret_text,
+    tag_changes,
+    tag_dict,
+    tag_list,
+    validate_description,
+    validate_tags,
+)
+from tasks.aws.session import aws_client, aws_errors, call_or_none, report_change
+
+_SSM_NAME = re.compile(r"^[a-zA-Z0-9_.\-/]{1,2048}$")
+_SSM_VALUE_MAX_BYTES = 4096
+
+
+@job
+def put_ssm_parameter(
+    aws_credentials: AwsCredentials | str,
+    name: str,
+    value: SecretStr,
+    type: Literal["String", "StringList", "SecureString"] = "SecureString",
+    description: str = "",
+    tags: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> Change:
+    """Ensures an SSM parameter holds a value, overwriting it only when it differs.
+
+    The current value is read with decryption and compared in memory; it is never
+    logged, returned or put in an error message.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The parameter name, for example ``/acme/db/password``.
+        value: The value (standard tier: at most 4096 bytes).
+        type: ``SecureString`` (encrypted with the account's ``aws/ssm`` key),
+            ``String`` or ``StringList``.
+        description: The parameter's description.
+        tags: The parameter's complete tag set; tags not listed are removed.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:ssm:parameter/<name>``; ``detail["version"]`` is the
+        parameter version after the job, ``detail["fields"]`` names what differed
+        (``value``, ``type``, ``description``, ``tags``).
+
+    Raises:
+        InvalidInputError: Bad name, type, empty or oversized value; nothing written.
+        PermissionDeniedError: The credentials may not read, decrypt or write it.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from pydantic import SecretStr
+        from tasks.aws import put_ssm_parameter
+
+        @flow
+        def db_password(password: SecretStr):
+            put_ssm_parameter("prod-aws", "/acme/db/password", password)
+        ```
+    """
+    resource = f"aws:ssm:parameter/{name}"
+    require(
+        bool(_SSM_NAME.fullmatch(name)),
+        resource,
+        "a parameter name has 1 to 2048 of [A-Za-z0-9_.-/]",
+    )
+    require(
+        "/" not in name or name.startswith("/"),
+        resource,
+        "a hierarchical parameter name starts with /",
+    )
+    require(name.count("/") <= 15, resource, "a parameter name has at most 15 levels")
+    require(
+        not name.lstrip("/").lower().startswith(("aws", "ssm")),
+        resource,
+        "parameter names starting with aws or ssm are reserved",
+    )
+    require(
+        type in ("String", "StringList", "SecureString"),
+        resource,
+        "type is String, StringList or SecureString",
+    )
+    validate_description(resource, description, 1024)
+    desired_tags = validate_tags(resource, tags)
+    text = secret_text(resource, value, _SSM_VALUE_MAX_BYTES)
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource, carries_secret=True):
+        ssm = aws_client(credentials, "ssm")
+        found = call_or_none(
+            {"ParameterNotFound"}, ssm.get_parameter, Name=name, WithDecryption=True
+        )
+        if found is None:
+            version = None
+            if not dry_run:
+                version = ssm.put_parameter(
+                    Name=name,
+                    Value=text,
+                    Type=type,
+                    Description=description,
+                    **({"Tags": tag_list(desired_tags)} if desired_tags else {}),
+                )["Version"]
+            return report_change(resource, Action.CREATED, dry_run=dry_run, version=version)
+        parameter = found["Parameter"]
+        version = parameter["Version"]
+        described = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
+        )["Parameters"]
+        current_tags = tag_dict(
+            ssm.list_tags_for_resource(ResourceType="Parameter", ResourceId=name).get("TagList", [])
+        )
+        fields = []
+        if parameter["Value"] != text:
+            fields.append("value")
+        if parameter["Type"] != type:
+            fields.append("type")
+        if (described[0].get("Description", "") if described else "") != description:
+            fields.append("description")
+        to_tag, to_untag = tag_changes(current_tags, desired_tags)
+        if to_tag or to_untag:
+            fields.append("tags")
+        if not fields:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, version=version)
+        if not dry_run:
+            if {"value", "type", "description"} & set(fields):
+                version = ssm.put_parameter(
+                    Name=name, Value=text, Type=type, Description=description, Overwrite=True
+                )["Version"]
+            if to_tag:
+                ssm.add_tags_to_resource(
+                    ResourceType="Parameter", ResourceId=name, Tags=tag_list(to_tag)
+                )
+            if to_untag:
+                ssm.remove_tags_from_resource(
+                    ResourceType="Parameter", ResourceId=name, TagKeys=to_untag
+                )
+        return report_change(
+            resource, Action.UPDATED, dry_run=dry_run, version=version, fields=fields
+        )

@@ -1,0 +1,42 @@
+"""GCP jobs: one module per service.
+
+* `tasks.gcp.storage`: `ensure_gcs_bucket`, `list_gcs_object_generations`
+* `tasks.gcp.secret_manager`: `ensure_gcp_secret`
+* `tasks.gcp.cloud_quotas`: `get_gcp_quota`, `request_gcp_quota_increase`
+* `tasks.gcp.session`: Google errors through the one error table, project and label rules
+
+Every job takes a `blocks.GcpConnection` (or the name of a saved one), reads the
+current state first and writes only what differs.
+
+Example:
+    ```python
+    from prefect import flow
+    from tasks.gcp import ensure_gcs_bucket
+
+    @flow
+    def storage_for_tenant(tenant: str):
+        return ensure_gcs_bucket("gcp", f"acme-{tenant}-data", labels={"tenant": tenant})
+    ```
+"""
+
+from tasks.gcp.cloud_quotas import GcpQuota, get_gcp_quota, request_gcp_quota_increase
+from tasks.gcp.secret_manager import ensure_gcp_secret
+from tasks.gcp.storage import (
+    GcsObjectGeneration,
+    GcsObjectGenerations,
+    GcsObjectHistory,
+    ensure_gcs_bucket,
+    list_gcs_object_generations,
+)
+
+__all__ = [
+    "GcpQuota",
+    "GcsObjectGeneration",
+    "GcsObjectGenerations",
+    "GcsObjectHistory",
+    "ensure_gcp_secret",
+    "ensure_gcs_bucket",
+    "get_gcp_quota",
+    "list_gcs_object_generations",
+    "request_gcp_quota_increase",
+]
