@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deployments.check import check_prefect_yaml
 from magicflow.cli import ExitCode
@@ -51,7 +52,8 @@ def run_check(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProce
 def test_the_repository_prefect_yaml_passes_from_the_command_line() -> None:
     done = run_check()
     assert done.returncode == ExitCode.OK, done.stdout + done.stderr
-    assert "prefect.yaml: 1 deployment(s)" in done.stdout and "no problems" in done.stdout
+    count = len(yaml.safe_load(PREFECT_YAML.read_text())["deployments"])
+    assert f"prefect.yaml: {count} deployment(s)" in done.stdout and "no problems" in done.stdout
     assert done.stderr == ""
 
 
@@ -59,7 +61,8 @@ def test_a_copy_with_no_edit_passes(tmp_path: Path) -> None:
     result = check_prefect_yaml(broken_copy(tmp_path), BLOCKS_YAML)
     assert result.problems == []
     # The listener's kafka parameter, its env's Kafka block, and the kubernetes variant's.
-    assert result.deployments == 1 and result.blocks >= 2
+    assert result.deployments == len(yaml.safe_load(PREFECT_YAML.read_text())["deployments"])
+    assert result.blocks >= 2
 
 
 @pytest.mark.parametrize(
@@ -289,11 +292,15 @@ def test_prefect_settings_in_the_flow_run_env_must_validate(tmp_path: Path) -> N
 
 def test_the_heartbeat_the_zombie_automation_needs_is_required(tmp_path: Path) -> None:
     copy = broken_copy(tmp_path, ('          PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "30"\n', ""))
-    assert problems_of(copy) == [
-        f"{copy}: {LISTENER}: work_pool.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "
+    problem = (
+        "work_pool.job_variables.env.PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "
         "missing: the zombie automation expects a heartbeat every 30 s (Prefect's default is "
         "180 s, so longer runs would be marked crashed)"
-    ]
+    )
+    problems = problems_of(copy)
+    # Every deployment shares the work pool's env: each one is reported.
+    assert f"{copy}: {LISTENER}: {problem}" in problems
+    assert all(line.endswith(f": {problem}") for line in problems), problems
 
 
 def test_a_template_naming_no_step_and_a_step_that_does_not_import_are_errors(
@@ -307,17 +314,27 @@ def test_a_template_naming_no_step_and_a_step_that_does_not_import_are_errors(
         ),
         ("deployments.steps.use_checkout:", "deployments.steps.use_chekout:"),
     )
-    assert problems_of(copy) == [
+    template = (
+        "template {{ magicflow-versoin.version }} names no build or push step id "
+        "(ids: magicflow-version)"
+    )
+    problems = problems_of(copy)
+    assert problems[0] == (
         f"{copy}: definitions.pull.checkout[0]: step 'deployments.steps.use_chekout' does not "
-        "import: AttributeError",
-        f"{copy}: {LISTENER}: template {{{{ magicflow-versoin.version }}}} names no build or "
-        "push step id (ids: magicflow-version)",
-    ]
+        "import: AttributeError"
+    )
+    # The version template is in the defaults every deployment shares.
+    assert f"{copy}: {LISTENER}: {template}" in problems[1:]
+    assert all(line.endswith(f": {template}") for line in problems[1:]), problems
 
 
 def test_a_bad_concurrency_limit_is_an_error(tmp_path: Path) -> None:
     copy = broken_copy(
-        tmp_path, ("      collision_strategy: CANCEL_NEW", "      collision_strategy: QUEUE")
+        tmp_path,
+        (
+            "      limit: 4\n      collision_strategy: CANCEL_NEW",
+            "      limit: 4\n      collision_strategy: QUEUE",
+        ),
     )
     assert problems_of(copy) == [
         f"{copy}: {LISTENER}: concurrency_limit.collision_strategy: 'QUEUE' is not one of "
@@ -354,9 +371,10 @@ def test_bad_files_give_one_line_per_problem_and_no_traceback(tmp_path: Path) ->
     )
     done = run_check("--file", str(twice), *blocks)
     assert done.returncode == ExitCode.NOT_CONFIGURED
+    last = len(yaml.safe_load(PREFECT_YAML.read_text())["deployments"])
     assert done.stderr.splitlines() == [
         f"magicflow: error: {twice}: deployment 'listener': name: is used twice "
-        "(deployments[0] and [1])"
+        f"(deployments[0] and [{last}])"
     ]
     assert "Traceback" not in done.stdout + done.stderr
 
