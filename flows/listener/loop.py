@@ -31,10 +31,12 @@ import logging
 import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from types import FrameType
 from typing import Any, TypeAlias, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prefect.client.orchestration import get_client
@@ -72,6 +74,8 @@ PUBLISH_ATTEMPTS = 3
 PUBLISH_ATTEMPT_SECONDS = 10.0
 """Longest one status publish may take (a missing topic would wait on metadata)."""
 KAFKA_DEFAULT_MAX_REQUEST_BYTES = 1_048_576
+TOPIC_LIST_MAX_AGE_SECONDS = 2.0
+"""How stale the list of existing topics may be when a reply topic is not on it."""
 
 
 class ListenerCounts(BaseModel):
@@ -177,6 +181,9 @@ class RequestListener:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._runs: RequestRuns | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._topics: set[str] = set()
+        self._topics_listed_at = -TOPIC_LIST_MAX_AGE_SECONDS
 
     def stop(self) -> None:
         """Asks the listener to stop fetching, drain, commit and leave the group."""
@@ -223,6 +230,8 @@ class RequestListener:
                     await self._drain()
                     await self._consumer.stop()  # leaves the group
                     await self._producer.stop()
+                    if self._admin is not None:
+                        await self._admin.close()
         self.logger.info("Kafka listener stopped: %s", self._describe_counts())
         return self.counts
 
@@ -345,9 +354,31 @@ class RequestListener:
         except _Refused as refused:
             await self._dead_letter(record, plan.rejection(refused.reason))
 
+    async def _reply_topic_exists(self, topic: str) -> bool:
+        """True when the broker has the topic (asked without creating it)."""
+        loop = asyncio.get_running_loop()
+        if topic not in self._topics and (
+            loop.time() - self._topics_listed_at > TOPIC_LIST_MAX_AGE_SECONDS
+        ):
+            if self._admin is None:
+                self._admin = AIOKafkaAdminClient(**self.kafka.client_options())
+                await self._with_retries("starting the Kafka admin client", self._admin.start)
+            admin = self._admin
+            self._topics = set(await self._with_retries("listing topics", admin.list_topics))
+            self._topics_listed_at = loop.time()
+        return topic in self._topics
+
     async def _dispatch_once(self, record: Record, plan: Dispatch) -> None:
         request = plan.request
         runs = self._require(self._runs)
+        if request.reply_topic and not await self._reply_topic_exists(request.reply_topic):
+            # Publishing would create it (or wait on it): refuse, and answer on the status topic.
+            rejection = replace(
+                plan.rejection(f"reply_topic {request.reply_topic} does not exist"),
+                reply_topic=None,
+            )
+            await self._dead_letter(record, rejection)
+            return
         topic = request.reply_topic or self.kafka.status_topic
         existing = await self._prefect(
             f"looking up request {request.id}", lambda: runs.find(request.id)

@@ -4,12 +4,12 @@ import asyncio
 import uuid
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from blocks import KafkaConnection
 from magicflow.messages import REQUEST_TAG_PREFIX
 from tests.fixtures.kafka import (
+    committed_total,
     flow_runs_named,
     produce,
     read_topic,
@@ -26,19 +26,6 @@ def _for(request_id: str):
         return [s for s in statuses_of(records) if s["request_id"] == request_id]
 
     return matching
-
-
-async def _committed_total(kafka: KafkaConnection) -> int:
-    consumer = AIOKafkaConsumer(group_id=kafka.consumer_group, **kafka.client_options())
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(kafka.requests_topic) or set()
-        total = 0
-        for partition in partitions:
-            total += await consumer.committed(TopicPartition(kafka.requests_topic, partition)) or 0
-        return total
-    finally:
-        await consumer.stop()
 
 
 async def test_a_request_becomes_one_flow_run_with_its_parameters_tags_and_statuses(
@@ -72,7 +59,7 @@ async def test_a_request_becomes_one_flow_run_with_its_parameters_tags_and_statu
     assert set(run.tags) >= {f"{REQUEST_TAG_PREFIX}{request_id}", "magicflow"}
     assert run.name == f"greet-{request_id}"
     assert run.idempotency_key == request_id
-    assert await _committed_total(kafka) == 1
+    assert await committed_total(kafka) == 1
 
 
 async def test_served_request_reports_accepted_scheduled_running_completed_in_order(
@@ -115,14 +102,14 @@ async def test_the_same_request_delivered_five_times_yields_one_flow_run(
     assert len({s["flow_run_id"] for s in scheduled}) == 1
     assert len(await flow_runs_named(request_id)) == 1
     assert listener.counts.received == 5
-    assert await _committed_total(kafka) == 5
+    assert await committed_total(kafka) == 5
 
 
 async def test_dry_run_request_sets_the_workflows_dry_run_parameter(
     kafka: KafkaConnection, kafka_test_deployments: list[str]
 ) -> None:
     request_id = f"dry-{uuid.uuid4().hex[:8]}"
-    await produce(kafka, [(None, request_bytes(request_id, dry_run=True), [])])
+    await produce(kafka, [(request_id.encode(), request_bytes(request_id, dry_run=True), [])])
     async with running_listener(kafka):
         await read_topic(kafka, kafka.status_topic, lambda r: len(_for(request_id)(r)) >= 2)
     (run,) = await flow_runs_named(request_id)
@@ -135,7 +122,7 @@ async def test_prefect_api_errors_are_retried_until_the_run_exists(
     proxy = fault_proxy_factory(str(PREFECT_API_URL.value()).removesuffix("/api"))
     proxy.fail(status=500, count=3, method="POST", path=r"/create_flow_run$")
     request_id = f"outage-{uuid.uuid4().hex[:8]}"
-    await produce(kafka, [(None, request_bytes(request_id), [])])
+    await produce(kafka, [(request_id.encode(), request_bytes(request_id), [])])
     # Our own retry layer only: Prefect's client would otherwise retry too, more slowly.
     with temporary_settings({PREFECT_API_URL: f"{proxy.url}/api", PREFECT_CLIENT_MAX_RETRIES: 0}):
         async with running_listener(kafka) as listener:
@@ -171,4 +158,4 @@ async def test_two_replicas_in_one_group_share_the_work_without_duplicates(
     assert sorted(run.idempotency_key for run in runs) == sorted(before + after)
     assert first.counts.dispatched + second.counts.dispatched >= len(before) + len(after)
     assert second.counts.received > 0
-    assert await _committed_total(kafka) == len(before) + len(after)
+    assert await committed_total(kafka) == len(before) + len(after)

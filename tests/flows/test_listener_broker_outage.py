@@ -18,12 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from blocks import KafkaConnection
-from flows.kafka_trigger import RequestListener
+from flows.listener.loop import RequestListener
 from tests.backends import BackendProcess, free_port, tansu_broker_argv, tcp_ready
-from tests.fixtures.kafka import flow_runs_named, produce, request_bytes, test_registry
+from tests.fixtures.kafka import (
+    committed_total,
+    flow_runs_named,
+    produce,
+    request_bytes,
+    test_registry,
+    wait_for_committed,
+)
 from tests.fixtures.prefect import CapturedLogs
 
 OUTAGE_SECONDS = 4.0
@@ -82,39 +88,6 @@ async def _produce_requests(kafka: KafkaConnection, ids: list[str]) -> None:
     )
 
 
-async def _committed_total(kafka: KafkaConnection) -> int:
-    consumer = AIOKafkaConsumer(group_id=kafka.consumer_group, **kafka.client_options())
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(kafka.requests_topic) or set()
-        offsets = [
-            await consumer.committed(TopicPartition(kafka.requests_topic, p)) for p in partitions
-        ]
-        return sum(offset or 0 for offset in offsets)
-    finally:
-        await consumer.stop()
-
-
-async def _wait_for_committed(kafka: KafkaConnection, total: int, timeout_s: float) -> int:
-    """Polls the group's committed offsets until they add up to ``total`` (or the timeout)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        committed = await _committed_total(kafka)
-        if committed >= total or time.monotonic() > deadline:
-            return committed
-        await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-def kafka_client_logs() -> Iterator[CapturedLogs]:
-    """What the Kafka client (aiokafka) logs: its failed connections and re-joins."""
-    handler = CapturedLogs()
-    logger = logging.getLogger("aiokafka")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 async def _wait_for_one_run_each(
     prefix: str, ids: list[str], listener_task: asyncio.Task[object], timeout_s: float
 ) -> list[str]:
@@ -154,7 +127,7 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
         assert await _wait_for_one_run_each(before, before_ids, task, 30) == before_ids
         # Killed once all is committed: a commit landing on the restarted (empty)
         # broker would be an artifact of memory storage, not of a real outage.
-        assert await _wait_for_committed(kafka, len(before_ids), 30) == len(before_ids)
+        assert await wait_for_committed(kafka, len(before_ids), 30) == len(before_ids)
 
         outage_broker.kill()
         logged_before_outage = len(kafka_client_logs.records)
@@ -186,4 +159,4 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
     assert counts.rejected == 0
     # The restarted broker starts empty: what the group committed there is exactly
     # the post-outage requests, each committed once its flow run existed.
-    assert await _committed_total(kafka) == len(after_ids)
+    assert await committed_total(kafka) == len(after_ids)

@@ -5,12 +5,11 @@ import random
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
 from blocks import KafkaConnection
-from tests.fixtures.kafka import flow_runs_named, produce, request_bytes
+from tests.fixtures.kafka import committed_total, flow_runs_named, produce, request_bytes
 
 REQUESTS = 200
 KILLS = 3
@@ -21,19 +20,6 @@ async def _count_runs(fragment: str) -> int:
         return await client.count_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=fragment))
         )
-
-
-async def _committed_total(kafka: KafkaConnection) -> int:
-    consumer = AIOKafkaConsumer(group_id=kafka.consumer_group, **kafka.client_options())
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(kafka.requests_topic) or set()
-        offsets = [
-            await consumer.committed(TopicPartition(kafka.requests_topic, p)) for p in partitions
-        ]
-        return sum(offset or 0 for offset in offsets)
-    finally:
-        await consumer.stop()
 
 
 async def test_sigkilled_listener_yields_exactly_one_run_per_request(
@@ -68,7 +54,7 @@ async def test_sigkilled_listener_yields_exactly_one_run_per_request(
     # reaches those messages (finding the same runs by idempotency key). Wait for both.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (
-        await _count_runs(prefix) < REQUESTS or await _committed_total(kafka) < REQUESTS
+        await _count_runs(prefix) < REQUESTS or await committed_total(kafka) < REQUESTS
     ):
         assert listener.process.poll() is None, listener.log_tail()
         await asyncio.sleep(0.5)
@@ -80,4 +66,4 @@ async def test_sigkilled_listener_yields_exactly_one_run_per_request(
     assert len(runs) == REQUESTS, listener.log_tail()
     assert sorted(run.idempotency_key for run in runs) == ids
     assert sorted(run.parameters["name"] for run in runs) == ids
-    assert await _committed_total(kafka) == REQUESTS
+    assert await committed_total(kafka) == REQUESTS
