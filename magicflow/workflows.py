@@ -192,11 +192,11 @@ async def _publish_run_status_unguarded(
         return
     status = await run_status(flow.name, flow_run, state)
     producer = kafka.get_producer()
-    await producer.start()
     try:
+        await producer.start()
         await publish_status(producer, status, status_topic_for(flow_run, kafka))
     finally:
-        await producer.stop()
+        await producer.stop()  # also after a failed start: no unclosed client
 
 
 def status_topic_for(flow_run: FlowRun, kafka: KafkaConnection) -> str:

@@ -77,12 +77,13 @@ async def follow_crashed_runs(
         event=EventNameFilter(name=[CRASHED_EVENT]),
     )
     producer = kafka.get_producer()
-    await producer.start()
     try:
+        await producer.start()
         async with (
             get_events_subscriber(filter=crashed, reconnect_on_clean_close=True) as events,
             get_client() as client,
         ):
+            log.info("Following crashed flow runs (statuses to %s)", kafka.status_topic)
             iterator = aiter(events)
             while not stop.is_set():
                 stopped = asyncio.create_task(stop.wait())

@@ -4,6 +4,8 @@ import asyncio
 import uuid
 from uuid import UUID
 
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from blocks import KafkaConnection
@@ -16,6 +18,7 @@ from tests.fixtures.kafka import (
     request_bytes,
     running_listener,
     statuses_of,
+    wait_for_committed,
     wait_for_runs,
 )
 from tests.fixtures.workflows import KAFKA_BLOCK_NAME
@@ -83,6 +86,41 @@ async def test_served_request_reports_accepted_scheduled_running_completed_in_or
     assert len({s["flow_run_id"] for s in statuses[1:]}) == 1
     changes = statuses[-1]["changes"]
     assert (changes["created"], changes["unchanged"], changes["updated"]) == (1, 1, 0)
+    # Consumers order by seq: the listener's statuses first, then the run's, increasing.
+    seqs = [s["seq"] for s in statuses]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4, seqs
+    assert {s["dry_run"] for s in statuses} == {False}
+
+
+async def test_a_dry_run_says_so_in_every_status_and_in_the_changes_artifact(
+    kafka: KafkaConnection, served_workflows, kafka_test_deployments: list[str]
+) -> None:
+    await kafka.asave(KAFKA_BLOCK_NAME, overwrite=True)
+    request_id = f"plan-{uuid.uuid4().hex[:8]}"
+    value = request_bytes(
+        request_id, workflow="test-changes", parameters={"tenant": "t3"}, dry_run=True
+    )
+    await produce(kafka, [(request_id.encode(), value, [])])
+    async with running_listener(kafka):
+        records = await read_topic(
+            kafka,
+            kafka.status_topic,
+            lambda r: any(s["state"] == "completed" for s in _for(request_id)(r)),
+            timeout_s=90,
+        )
+    statuses = _for(request_id)(records)
+    assert [s["state"] for s in statuses] == ["accepted", "scheduled", "running", "completed"], (
+        served_workflows.log_tail()
+    )
+    assert {s["dry_run"] for s in statuses} == {True}
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(statuses[-1]["flow_run_id"])])
+            )
+        )
+    [artifact] = artifacts
+    assert artifact.description is not None and "Dry run" in artifact.description
 
 
 async def test_the_same_request_delivered_five_times_yields_one_flow_run(
@@ -97,12 +135,18 @@ async def test_the_same_request_delivered_five_times_yields_one_flow_run(
             kafka.status_topic,
             lambda r: sum(s["state"] == "scheduled" for s in _for(request_id)(r)) >= 5,
         )
-    scheduled = [s for s in _for(request_id)(records) if s["state"] == "scheduled"]
-    assert len(scheduled) == 5
+    statuses = _for(request_id)(records)
+    # The first delivery is accepted and scheduled; each later one is answered with the
+    # run's state now (still scheduled: nobody runs it), which carries the same seq.
+    assert [s["state"] for s in statuses] == ["accepted"] + ["scheduled"] * 5
+    scheduled = statuses[1:]
     assert len({s["flow_run_id"] for s in scheduled}) == 1
+    assert len({s["seq"] for s in scheduled}) == 1
     assert len(await flow_runs_named(request_id)) == 1
     assert listener.counts.received == 5
-    assert await committed_total(kafka) == 5
+    assert (listener.counts.dispatched, listener.counts.duplicates) == (1, 4)
+    assert listener.counts.rejected == 0
+    assert await wait_for_committed(kafka, 5) == 5
 
 
 async def test_dry_run_request_sets_the_workflows_dry_run_parameter(

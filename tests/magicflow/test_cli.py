@@ -87,6 +87,23 @@ async def test_submit_wait_exit_codes_and_ui_link_against_the_listener_flow(
     ui_links = [line for line in output.splitlines() if line.startswith("Prefect UI: http")]
     assert len(ui_links) == 1 and "/runs/flow-run/" in ui_links[0], output
 
+    # Resubmitting the finished request's id: the listener re-sends the final status.
+    code, output = await _magicflow(
+        "submit",
+        "test-changes",
+        "--param",
+        "tenant=cli",
+        "--id",
+        completed_id,
+        "--wait",
+        "--timeout",
+        "60",
+        *block,
+    )
+    assert code == 0, output + listener.log_tail()
+    states = [line.split()[1] for line in output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert states == ["completed"], output
+
     code, output = await _magicflow(
         "submit", "no-such-workflow", "--wait", "--timeout", "60", *block
     )
