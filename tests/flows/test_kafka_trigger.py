@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from typing import Any
 from uuid import UUID
 
 from prefect import get_client
@@ -65,12 +66,10 @@ async def test_a_request_becomes_one_flow_run_with_its_parameters_tags_and_statu
     assert await committed_total(kafka) == 1
 
 
-async def test_served_request_reports_accepted_scheduled_running_completed_in_order(
-    kafka: KafkaConnection, served_workflows, kafka_test_deployments: list[str]
-) -> None:
+async def _served_statuses(kafka: KafkaConnection, request_id: str, **fields: Any) -> list[dict]:
+    """Sends a test-changes request through a listener; its statuses until completed."""
     await kafka.asave(KAFKA_BLOCK_NAME, overwrite=True)
-    request_id = f"served-{uuid.uuid4().hex[:8]}"
-    value = request_bytes(request_id, workflow="test-changes", parameters={"tenant": "t1"})
+    value = request_bytes(request_id, workflow="test-changes", **fields)
     await produce(kafka, [(request_id.encode(), value, [])])
     async with running_listener(kafka):
         records = await read_topic(
@@ -79,7 +78,14 @@ async def test_served_request_reports_accepted_scheduled_running_completed_in_or
             lambda r: any(s["state"] == "completed" for s in _for(request_id)(r)),
             timeout_s=90,
         )
-    statuses = _for(request_id)(records)
+    return _for(request_id)(records)
+
+
+async def test_served_request_reports_accepted_scheduled_running_completed_in_order(
+    kafka: KafkaConnection, served_workflows, kafka_test_deployments: list[str]
+) -> None:
+    request_id = f"served-{uuid.uuid4().hex[:8]}"
+    statuses = await _served_statuses(kafka, request_id, parameters={"tenant": "t1"})
     assert [s["state"] for s in statuses] == ["accepted", "scheduled", "running", "completed"], (
         served_workflows.log_tail()
     )
@@ -95,20 +101,8 @@ async def test_served_request_reports_accepted_scheduled_running_completed_in_or
 async def test_a_dry_run_says_so_in_every_status_and_in_the_changes_artifact(
     kafka: KafkaConnection, served_workflows, kafka_test_deployments: list[str]
 ) -> None:
-    await kafka.asave(KAFKA_BLOCK_NAME, overwrite=True)
     request_id = f"plan-{uuid.uuid4().hex[:8]}"
-    value = request_bytes(
-        request_id, workflow="test-changes", parameters={"tenant": "t3"}, dry_run=True
-    )
-    await produce(kafka, [(request_id.encode(), value, [])])
-    async with running_listener(kafka):
-        records = await read_topic(
-            kafka,
-            kafka.status_topic,
-            lambda r: any(s["state"] == "completed" for s in _for(request_id)(r)),
-            timeout_s=90,
-        )
-    statuses = _for(request_id)(records)
+    statuses = await _served_statuses(kafka, request_id, parameters={"tenant": "t3"}, dry_run=True)
     assert [s["state"] for s in statuses] == ["accepted", "scheduled", "running", "completed"], (
         served_workflows.log_tail()
     )

@@ -294,24 +294,22 @@ async def test_a_duplicate_of_a_completed_request_is_answered_with_its_final_sta
     await kafka.asave(KAFKA_BLOCK_NAME, overwrite=True)
     rid = f"again-{uuid.uuid4().hex[:8]}"
     async with running_listener(kafka):
-        first = await asubmit(
-            "test-changes",
-            {"tenant": "t2"},
-            kafka=kafka,
-            request_id=rid,
-            wait=True,
-            timeout_seconds=120,
-        )
+        first, again = None, None
+        for timeout_seconds in (120, 60):
+            first, again = (
+                again,
+                await asubmit(
+                    "test-changes",
+                    {"tenant": "t2"},
+                    kafka=kafka,
+                    request_id=rid,
+                    wait=True,
+                    timeout_seconds=timeout_seconds,
+                ),
+            )
+        assert first is not None and again is not None
         assert first.final is not None and first.final.state == "completed", (
             served_workflows.log_tail()
-        )
-        again = await asubmit(
-            "test-changes",
-            {"tenant": "t2"},
-            kafka=kafka,
-            request_id=rid,
-            wait=True,
-            timeout_seconds=60,
         )
     assert again.exit_code == 0
     assert [s.state for s in again.statuses] == ["completed"]
