@@ -333,7 +333,18 @@ class RequestListener:
             rejection = (
                 outcome.rejection(reason) if isinstance(outcome, Dispatch) else Rejection(reason)
             )
-            await self._dead_letter(record, rejection)
+            try:
+                await self._dead_letter(record, rejection)
+            except _Abandoned:
+                raise
+            except Exception as second:
+                # Never leave the offset unfinished: the partition's commits would stop here.
+                self.logger.error(
+                    "Could not dead-letter offset %s of partition %s (%s); it is marked done",
+                    record.offset,
+                    record.partition,
+                    type(second).__name__,
+                )
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, request_id: str) -> AsyncIterator[None]:
