@@ -124,10 +124,10 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
     listener = RequestListener(kafka, test_registry, max_in_flight=4)
     task = asyncio.create_task(listener.run())
     try:
-        assert await _wait_for_one_run_each(before, before_ids, task, 30) == before_ids
+        assert await _wait_for_one_run_each(before, before_ids, task, 180) == before_ids
         # Killed once all is committed: a commit landing on the restarted (empty)
         # broker would be an artifact of memory storage, not of a real outage.
-        assert await wait_for_committed(kafka, len(before_ids), 30) == len(before_ids)
+        assert await wait_for_committed(kafka, len(before_ids), 180) == len(before_ids)
 
         outage_broker.kill()
         logged_before_outage = len(kafka_client_logs.records)
@@ -145,12 +145,13 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
 
         outage_broker.start()
         await _produce_requests(kafka, after_ids)
-        keys = await _wait_for_one_run_each(after, after_ids, task, 60)
+        # The deadlines only guard against a hang: a loaded machine's Prefect may be slow.
+        keys = await _wait_for_one_run_each(after, after_ids, task, 180)
         assert keys == after_ids, captured_logs.text
         assert not task.done(), "the listener exited"
     finally:
         listener.stop()
-        counts = await asyncio.wait_for(task, 60)
+        counts = await asyncio.wait_for(task, 120)
 
     # The same listener did it all, once per request: nothing lost, nothing doubled.
     assert sorted(run.idempotency_key or "" for run in await flow_runs_named(before)) == before_ids
