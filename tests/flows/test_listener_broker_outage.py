@@ -25,7 +25,6 @@ from tests.backends import BackendProcess, free_port, tansu_broker_argv, tcp_rea
 from tests.fixtures.kafka import (
     committed_total,
     flow_runs_named,
-    produce,
     request_bytes,
     test_registry,
     wait_for_committed,
@@ -82,10 +81,27 @@ def outage_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
         broker.stop()
 
 
-async def _produce_requests(kafka: KafkaConnection, ids: list[str]) -> None:
-    await produce(
-        kafka, [(rid.encode(), request_bytes(rid, parameters={"name": rid}), []) for rid in ids]
-    )
+async def _produce_requests(kafka: KafkaConnection, ids: list[str], partitions: list[int]) -> None:
+    """Sends the requests to the given partitions (one each, in turn)."""
+    producer = kafka.get_producer()
+    await producer.start()
+    try:
+        for n, rid in enumerate(ids):
+            value = request_bytes(rid, parameters={"name": rid})
+            partition = partitions[n % len(partitions)]
+            await producer.send_and_wait(
+                kafka.requests_topic, value, key=rid.encode(), partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+# The restarted broker comes back empty, so a partition's offsets start again at 0
+# while the listener may still hold its old position there, which is an artifact of
+# memory storage (a real broker keeps its logs). Requests before and after the outage
+# therefore go to different partitions of the (4-partition, auto-created) topic.
+BEFORE_PARTITIONS = [0, 1, 2]
+AFTER_PARTITIONS = [3]
 
 
 async def _wait_for_one_run_each(
@@ -120,7 +136,7 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
     before_ids = [f"{before}-{n}" for n in range(REQUESTS_PER_PHASE)]
     after_ids = [f"{after}-{n}" for n in range(REQUESTS_PER_PHASE)]
 
-    await _produce_requests(kafka, before_ids)
+    await _produce_requests(kafka, before_ids, BEFORE_PARTITIONS)
     listener = RequestListener(kafka, test_registry, max_in_flight=4)
     task = asyncio.create_task(listener.run())
     try:
@@ -144,7 +160,7 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
         assert failures, "no failed Kafka connection was logged during the outage"
 
         outage_broker.start()
-        await _produce_requests(kafka, after_ids)
+        await _produce_requests(kafka, after_ids, AFTER_PARTITIONS)
         # The deadlines only guard against a hang: a loaded machine's Prefect may be slow.
         keys = await _wait_for_one_run_each(after, after_ids, task, 180)
         assert keys == after_ids, captured_logs.text

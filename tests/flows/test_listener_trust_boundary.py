@@ -334,6 +334,7 @@ async def test_a_401_from_prefect_pauses_consumption_and_dead_letters_nothing(
     kafka: KafkaConnection, kafka_test_deployments: list[str], fault_proxy_factory, captured_logs
 ) -> None:
     proxy = fault_proxy_factory(str(PREFECT_API_URL.value()).removesuffix("/api"))
+    injected_before = proxy.injected  # the proxy is shared by the session's tests
     proxy.fail(status=401, count=4, method="POST", path=r"/flow_runs/filter$")
     first, second = (f"auth-{uuid.uuid4().hex[:8]}" for _ in range(2))
     await produce(kafka, [(first.encode(), request_bytes(first), [])])
@@ -342,7 +343,7 @@ async def test_a_401_from_prefect_pauses_consumption_and_dead_letters_nothing(
         task = asyncio.create_task(listener.run())  # the task keeps the proxy's URL
     try:
         assert len(await wait_for_runs(first, 1)) == 1
-        assert proxy.injected == 4
+        assert proxy.injected - injected_before == 4
         assert "PREFECT OUTAGE" in captured_logs.text
         assert "consumption resumed" in captured_logs.text
         # Consumption resumed: a request sent after the outage is dispatched.
