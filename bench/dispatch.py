@@ -4,7 +4,7 @@ Starts everything it needs on 127.0.0.1 (a private PostgreSQL cluster, a Prefect
 server on it, a Tansu broker), then, in one run against one server:
 
 1. Throughput: N requests produced to the requests topic and dispatched by a
-   running listener (`flows.kafka_trigger.RequestListener`, ``max_in_flight=C``),
+   running listener (`flows.listener.loop.RequestListener`, ``max_in_flight=C``),
    versus N direct ``run_deployment(..., timeout=0, idempotency_key=...)`` calls
    with C at once. The two arms alternate in ``--rounds`` batches (ABBA...) so
    that load changes on a shared machine hit both alike; each arm's rate is its
@@ -33,22 +33,25 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deployments.local_servers import free_port, tansu_broker_argv
+from deployments.local_servers import (
+    BackendProcess,
+    free_port,
+    http_ready,
+    tansu_broker_argv,
+    tcp_ready,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = Path(os.environ.get("MAGICFLOW_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -59,57 +62,8 @@ TRIGGER_EVENT = "magicflow.bench.request"
 
 
 # ---------------------------------------------------------------- processes
-
-
-def wait_until(
-    check: Callable[[], bool], what: str, timeout: float, log: Path | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
-        time.sleep(0.1)
-
-
-def tcp_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-    """Signals one process and waits for it to exit, then SIGKILLs it."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        try:  # reap it if it is our child
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+# Servers are started and stopped by `deployments.local_servers` (as in the tests);
+# only PostgreSQL, which daemonizes itself, is driven by its own pg_ctl here.
 
 
 @contextmanager
@@ -123,6 +77,7 @@ def postgres(workdir: Path) -> Iterator[str]:
     log.touch()
     shutil.chown(log, "postgres")
     as_postgres = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data)]
     subprocess.run(
         [
             *as_postgres,
@@ -141,82 +96,61 @@ def postgres(workdir: Path) -> Iterator[str]:
     )
     port = free_port()
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=300"
+    # -w: returns once the server accepts connections.
     subprocess.run(
-        [
-            *as_postgres,
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(log),
-            "-o",
-            options,
-            "-w",
-            "start",
-        ],
+        [*pg_ctl, "-l", str(log), "-o", options, "-w", "start"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    pid = int((data / "postmaster.pid").read_text().split()[0])
     try:
-        wait_until(lambda: tcp_open(port), "postgres", 30, log)
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        stop_pid(pid, signal.SIGINT)  # "fast" shutdown
-
-
-@contextmanager
-def process(name: str, argv: list[str], workdir: Path, env: dict[str, str]) -> Iterator[Path]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        child = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **env},
-            start_new_session=True,
-        )
-    try:
-        yield log
-    finally:
-        stop_pid(child.pid)
-        child.wait(10)
+        # "fast" shutdown of the postmaster named in this cluster's own postmaster.pid.
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
 
 
 @contextmanager
 def prefect_server(workdir: Path, database_url: str) -> Iterator[str]:
     port = free_port()
-    env = {
-        "PREFECT_HOME": str(workdir / "prefect-home"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "prefect",
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with process("prefect-server", argv, workdir, env) as log:
-        api = f"http://127.0.0.1:{port}/api"
-        wait_until(lambda: http_ok(f"{api}/health"), "prefect server", 180, log)
+    api = f"http://127.0.0.1:{port}/api"
+    server = BackendProcess(
+        "prefect-server",
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        http_ready(f"{api}/health"),
+        workdir,
+        env={
+            "PREFECT_HOME": str(workdir / "prefect-home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        },
+        timeout=180,
+    )
+    try:
         yield api
+    finally:
+        server.stop(timeout=20)
 
 
 @contextmanager
 def tansu(workdir: Path) -> Iterator[str]:
     port = free_port()
-    with process("tansu", tansu_broker_argv(port), workdir, {}) as log:
-        wait_until(lambda: tcp_open(port), "tansu", 30, log)
+    broker = BackendProcess("tansu", tansu_broker_argv(port), tcp_ready(port), workdir)
+    try:
         yield f"127.0.0.1:{port}"
+    finally:
+        broker.stop()
 
 
 # ---------------------------------------------------------------- measurements
@@ -457,7 +391,7 @@ async def trigger_latencies(samples: int) -> list[float]:
 
 
 async def measure(args: argparse.Namespace, kafka_servers: str) -> dict[str, Any]:
-    from flows.kafka_trigger import RequestListener
+    from flows.listener.loop import RequestListener
     from flows.registry import Registry
 
     bench_noop, kafka = await setup_deployments(kafka_servers)

@@ -23,6 +23,8 @@ class KafkaConnection(Block):
         status_topic: Topic statuses are published to.
         dead_letter_topic: Topic rejected requests are sent to, with the reason.
         consumer_group: Consumer group of the request listener replicas.
+        reply_topic_prefix: A request's ``reply_topic`` must start with it; empty
+            means requests may not name a reply topic.
         signing_secret: Shared HMAC-SHA256 secret; when set, unsigned or badly
             signed requests are rejected.
 
@@ -81,6 +83,14 @@ class KafkaConnection(Block):
         title="Consumer group",
         description="Consumer group shared by all listener replicas.",
     )
+    reply_topic_prefix: str = Field(
+        default="magicflow.replies.",
+        title="Reply topic prefix",
+        description=(
+            "A request's reply_topic must start with this prefix (and may not be one of "
+            "the topics above or an internal __ topic); empty: no reply topics."
+        ),
+    )
     signing_secret: SecretStr | None = Field(
         default=None,
         title="Request signing secret",
@@ -98,6 +108,35 @@ class KafkaConnection(Block):
             if missing:
                 raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
         return self
+
+    def reply_topic_problem(self, topic: str) -> str | None:
+        """Why a request may not have its statuses sent to ``topic``, or None if it may.
+
+        Anyone who can write to the requests topic chooses the reply topic, so it is
+        confined to `reply_topic_prefix`, and never the listener's own topics or a
+        broker-internal one.
+
+        Args:
+            topic: The request's ``reply_topic``.
+
+        Returns:
+            The reason in words, or None when the topic is allowed.
+
+        Example:
+            >>> KafkaConnection().reply_topic_problem("magicflow.replies.ci") is None
+            True
+            >>> KafkaConnection().reply_topic_problem("__consumer_offsets")
+            "reply_topic must start with 'magicflow.replies.'"
+        """
+        if not self.reply_topic_prefix:
+            return "reply topics are not allowed on this connection"
+        if not topic.startswith(self.reply_topic_prefix) or topic == self.reply_topic_prefix:
+            return f"reply_topic must start with {self.reply_topic_prefix!r}"
+        if topic.startswith("__"):
+            return "reply_topic must not be an internal topic"
+        if topic in (self.requests_topic, self.status_topic, self.dead_letter_topic):
+            return "reply_topic must not be one of the listener's own topics"
+        return None
 
     def client_options(self) -> dict[str, Any]:
         """Returns the aiokafka keyword arguments shared by producers and consumers.

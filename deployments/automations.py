@@ -8,7 +8,7 @@ seconds (``prefect.yaml`` sets it for every deployment, `HEARTBEAT_SECONDS`).
 The automation built here is Prefect's "detect zombie flows" recipe: a proactive
 trigger that expects another heartbeat (or a final, paused or suspended state)
 within a window after each heartbeat, and otherwise changes the run's state to
-``Crashed``. The crash follower (`magicflow.workflows.follow_crashed_runs`, run by
+``Crashed``. The crash follower (`flows.listener.crashes.follow_crashed_runs`, run by
 the listener) then publishes the ``crashed`` status.
 
 Example:

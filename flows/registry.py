@@ -26,15 +26,25 @@ Example:
     ```
 """
 
+import dataclasses
 import importlib
 import inspect
+import json
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import Flow
-from pydantic import BaseModel, ConfigDict, JsonValue, SecretStr, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    create_model,
+)
 
 from magicflow.errors import InvalidInputError
 
@@ -64,7 +74,8 @@ class RegisteredWorkflow:
         name: The name requests use, e.g. ``tenant-provisioning``.
         deployment: The Prefect deployment, ``flow-name/deployment-name``.
         parameters_model: Pydantic model of the flow's parameters (extra ones forbidden).
-        secret_parameters: Names of parameters annotated `SecretStr`.
+        secret_parameters: Names of parameters whose type holds a secret anywhere
+            (`SecretStr`, `SecretBytes`, or a model, list or dict containing one).
     """
 
     name: str
@@ -82,8 +93,10 @@ class RegisteredWorkflow:
     ) -> dict[str, JsonValue]:
         """Checks a request's parameters against the flow's signature.
 
-        The returned parameters are the request's own JSON values, unchanged (the
-        flow coerces them itself when it runs), plus ``dry_run`` when asked for.
+        Validation is strict, as JSON: a value of the wrong type is an error, never
+        coerced (``"5"`` is not an ``int``, ``"false"`` not a ``bool``). The returned
+        parameters are the request's own JSON values, unchanged (the flow parses
+        them itself when it runs), plus ``dry_run`` when asked for.
 
         Args:
             parameters: The request's parameters.
@@ -112,9 +125,11 @@ class RegisteredWorkflow:
             raise InvalidParametersError(resource, "this workflow has no dry-run mode")
         to_run = {**parameters, DRY_RUN_PARAMETER: True} if dry_run else dict(parameters)
         try:
-            self.parameters_model.model_validate(to_run)
+            self.parameters_model.model_validate_json(json.dumps(to_run), strict=True)
         except ValidationError as error:
-            raise InvalidParametersError(resource, _describe_errors(error)) from None
+            raise InvalidParametersError(
+                resource, describe_validation_errors(error, "(parameters)")
+            ) from None
         if sent_secrets := sorted(self.secret_parameters & parameters.keys()):
             # A flow-run parameter is stored and shown in plain text by Prefect, and the
             # request itself sat in Kafka: a secret must travel by reference (a block name).
@@ -124,6 +139,23 @@ class RegisteredWorkflow:
                 "pass the name of a block that holds the secret instead",
             )
         return to_run
+
+    def mask_secrets(self, parameters: dict[str, JsonValue]) -> list[str] | None:
+        """Masks, in place, every parameter whose type may hold a secret.
+
+        Args:
+            parameters: A request's parameters (modified).
+
+        Returns:
+            The masked names, e.g. ``["parameters.token"]``; None when a parameter
+            is not in the flow's signature, so nothing tells whether it is secret.
+        """
+        if not parameters.keys() <= self.parameters_model.model_fields.keys():
+            return None
+        masked = sorted(self.secret_parameters & parameters.keys())
+        for name in masked:
+            parameters[name] = REDACTED
+        return [f"parameters.{name}" for name in masked]
 
 
 def _contains_hydration_marker(value: JsonValue) -> bool:
@@ -140,10 +172,28 @@ def _contains_hydration_marker(value: JsonValue) -> bool:
     return False
 
 
-def _describe_errors(error: ValidationError) -> str:
-    """Where and why validation failed, without the offending values (they may be secret)."""
+def describe_validation_errors(error: ValidationError, whole: str) -> str:
+    """Where and why validation failed, without the offending values (they may be secret).
+
+    Args:
+        error: A pydantic validation error.
+        whole: How to name the validated object itself, e.g. ``"(request)"``.
+
+    Returns:
+        Up to five ``field: problem`` items, joined by ``; ``.
+
+    Example:
+        >>> from pydantic import BaseModel
+        >>> class M(BaseModel):
+        ...     n: int
+        >>> try:
+        ...     M.model_validate({})
+        ... except ValidationError as error:
+        ...     describe_validation_errors(error, "(m)")
+        'n: Field required'
+    """
     problems = [
-        f"{'.'.join(str(part) for part in problem['loc']) or '(parameters)'}: {problem['msg']}"
+        f"{'.'.join(str(part) for part in problem['loc']) or whole}: {problem['msg']}"
         for problem in error.errors(include_url=False, include_input=False, include_context=False)
     ]
     shown = "; ".join(problems[:5])
@@ -173,11 +223,36 @@ def parameters_model_for(function: Callable[..., Any], model_name: str) -> type[
     return create_model(model_name, __config__=config, **fields)
 
 
-def _mentions_secret(annotation: Any) -> bool:
-    """True when an annotation is `SecretStr` or contains it (``SecretStr | None``...)."""
-    if annotation is SecretStr:
-        return True
-    return any(_mentions_secret(argument) for argument in typing.get_args(annotation))
+def mentions_secret(annotation: Any, _seen: frozenset[int] = frozenset()) -> bool:
+    """True when a type may hold a secret value anywhere inside it.
+
+    Args:
+        annotation: A type annotation.
+
+    Returns:
+        True for `SecretStr` and `SecretBytes` (and subclasses), and for unions,
+        lists, dicts, tuples, pydantic models, dataclasses and TypedDicts that
+        contain one at any depth.
+
+    Example:
+        >>> mentions_secret(dict[str, list[SecretStr | None]]), mentions_secret(list[int])
+        (True, False)
+    """
+    if id(annotation) in _seen:
+        return False  # a recursive model: its fields are being looked at already
+    seen = _seen | {id(annotation)}
+    if isinstance(annotation, type):
+        if issubclass(annotation, SecretStr | SecretBytes):
+            return True
+        if issubclass(annotation, BaseModel):
+            return any(
+                mentions_secret(field.annotation, seen)
+                for field in annotation.model_fields.values()
+            )
+        if dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation):
+            hints = typing.get_type_hints(annotation)
+            return any(mentions_secret(hint, seen) for hint in hints.values())
+    return any(mentions_secret(argument, seen) for argument in typing.get_args(annotation))
 
 
 class Registry:
@@ -218,7 +293,7 @@ class Registry:
             secret_parameters=frozenset(
                 parameter
                 for parameter in inspect.signature(flow.fn).parameters
-                if _mentions_secret(hints.get(parameter))
+                if mentions_secret(hints.get(parameter))
             ),
         )
         self._workflows[name] = workflow
@@ -243,26 +318,6 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._workflows
-
-    def redact_secret_parameters(self, document: object) -> list[str]:
-        """Masks, in place, the values of a request's secret parameters.
-
-        Args:
-            document: A parsed request (any JSON value; only a known workflow's
-                ``parameters`` object is touched).
-
-        Returns:
-            The masked fields, e.g. ``["parameters.token"]``.
-        """
-        if not isinstance(document, dict):
-            return []
-        name, parameters = document.get("workflow"), document.get("parameters")
-        if not isinstance(name, str) or name not in self or not isinstance(parameters, dict):
-            return []
-        secrets = sorted(self._workflows[name].secret_parameters & parameters.keys())
-        for key in secrets:
-            parameters[key] = REDACTED
-        return [f"parameters.{key}" for key in secrets]
 
     def __iter__(self) -> Iterator[RegisteredWorkflow]:
         return iter(self._workflows.values())

@@ -175,12 +175,21 @@ def _block_types_saved_as(name: str) -> list[str]:
     return sorted({str(document["block_type"]["slug"]) for document in response.json()})
 
 
-def job_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The Prefect run logger inside a run (shown in the UI), else the module logger."""
+def job_logger(
+    outside_runs: str = "magicflow.jobs",
+) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a run (shown in the UI), else a named logger.
+
+    Args:
+        outside_runs: The logger used outside a flow or task run.
+
+    Returns:
+        The logger.
+    """
     try:
         return get_run_logger()
     except MissingContextError:
-        return logging.getLogger("magicflow.jobs")
+        return logging.getLogger(outside_runs)
 
 
 def report(change: Change) -> Change:

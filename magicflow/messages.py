@@ -12,19 +12,36 @@ Example:
 
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SecretStr, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+
+from magicflow.errors import MagicFlowError
 
 SIGNATURE_HEADER = "x-magicflow-signature"
 """Kafka header carrying ``sha256=<hex HMAC-SHA256 of the message value>``."""
 
 REQUEST_TAG_PREFIX = "magicflow-request:"
 """Flow-run tag that carries the request id, so any run can be traced to its request."""
+
+REQUEST_HASH_TAG_PREFIX = "magicflow-request-hash:"
+"""Flow-run tag that carries `request_hash` of the request that started the run."""
+
+ACCEPTED_SEQ = 1
+"""`WorkflowStatus.seq` of ``accepted``: before every other status of the request."""
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
@@ -43,7 +60,8 @@ class WorkflowRequest(BaseModel):
         reply_topic: Where to send statuses instead of the status topic.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a wrong type is a rejection, never a guess ("false" is not False).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: RequestId
     workflow: WorkflowName
@@ -51,6 +69,77 @@ class WorkflowRequest(BaseModel):
     dry_run: bool = False
     requested_by: Annotated[str, StringConstraints(max_length=200)] | None = None
     reply_topic: TopicName | None = None
+
+    @property
+    def request_hash(self) -> str:
+        """`request_hash` of this request's workflow, parameters and dry-run flag."""
+        return request_hash(self.workflow, self.parameters, self.dry_run)
+
+
+def request_hash(workflow: str, parameters: dict[str, JsonValue], dry_run: bool) -> str:
+    """A short fingerprint of what a request asks for, to tell two requests apart.
+
+    Two deliveries of one request id with the same fingerprint are duplicates; with
+    different ones, a conflict. The fingerprint reveals nothing of the values.
+
+    Args:
+        workflow: The workflow name.
+        parameters: The parameters, as sent.
+        dry_run: The dry-run flag.
+
+    Returns:
+        16 hex digits of the SHA-256 of the canonical JSON of the three.
+
+    Example:
+        >>> request_hash("a", {"x": 1}, False) == request_hash("a", {"x": 1}, False)
+        True
+        >>> request_hash("a", {"x": 1}, False) == request_hash("a", {"x": 1}, True)
+        False
+    """
+    canonical = json.dumps(
+        {"workflow": workflow, "parameters": parameters, "dry_run": dry_run},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def seq_of(moment: datetime) -> int:
+    """The `WorkflowStatus.seq` of a state reached at ``moment``: microseconds since 1970.
+
+    Args:
+        moment: A timezone-aware time, e.g. the Prefect state's timestamp.
+
+    Returns:
+        The sequence number.
+
+    Example:
+        >>> seq_of(datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
+        1000000
+    """
+    return int(moment.timestamp() * 1_000_000)
+
+
+def reason_for(error: BaseException) -> str:
+    """A status's ``reason`` for an exception: MagicFlow's own message, or the type alone.
+
+    MagicFlow's errors are written not to hold secrets; any other exception's text
+    may quote anything (a request body, a token in a URL), so only its type is told.
+
+    Args:
+        error: The exception.
+
+    Returns:
+        ``"<Type>: <message>"`` for a `MagicFlowError`, ``"<Type>"`` otherwise.
+
+    Example:
+        >>> reason_for(ValueError("token=abc")), reason_for(MagicFlowError("a:b/c", "gone"))
+        ('ValueError', 'MagicFlowError: a:b/c: gone')
+    """
+    if isinstance(error, MagicFlowError):
+        return f"{type(error).__name__}: {error}"
+    return type(error).__name__
 
 
 class RunState(StrEnum):
@@ -92,6 +181,13 @@ class WorkflowStatus(BaseModel):
         changes: Counts of the run's changes by action, once it finished.
         ui_url: Link to the run in the Prefect UI.
         at: When the state was reached (UTC).
+        dry_run: True when the request or run only plans and writes nothing.
+        seq: Orders the statuses of one request: a later state has a larger number.
+            Run states use their Prefect state's time (`seq_of`); ``accepted`` is
+            `ACCEPTED_SEQ`, before all of them. Two statuses with the same ``seq``
+            report the same state (a status can arrive twice).
+        request_hash: `request_hash` of the request the status answers, when known;
+            a submitter ignores statuses about another request with its id.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -104,6 +200,28 @@ class WorkflowStatus(BaseModel):
     changes: dict[str, int] | None = None
     ui_url: str | None = None
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    dry_run: bool = False
+    seq: int = 0
+    request_hash: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence_from_time(cls, data: Any) -> Any:
+        # A status without an explicit seq is ordered by the time it reports.
+        if not isinstance(data, dict) or "seq" in data:
+            return data
+        at = data.get("at")
+        if at is None:
+            at = datetime.now(UTC)
+            data = {**data, "at": at}
+        elif isinstance(at, str):
+            try:
+                at = datetime.fromisoformat(at)
+            except ValueError:
+                return data  # the field's own validation reports it
+        if isinstance(at, datetime) and at.tzinfo is not None:
+            data = {**data, "seq": seq_of(at)}
+        return data
 
     @classmethod
     def for_request(cls, request: WorkflowRequest, state: RunState, **fields: object) -> Self:
@@ -117,7 +235,14 @@ class WorkflowStatus(BaseModel):
         Returns:
             The status.
         """
-        return cls(request_id=request.id, workflow=request.workflow, state=state, **fields)  # type: ignore[arg-type]
+        return cls(
+            request_id=request.id,
+            workflow=request.workflow,
+            state=state,
+            dry_run=request.dry_run,
+            request_hash=request.request_hash,
+            **fields,  # type: ignore[arg-type]
+        )
 
     def to_kafka(self) -> tuple[bytes | None, bytes]:
         """The Kafka key (the request id, or the flow-run id) and JSON value."""

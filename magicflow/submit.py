@@ -17,9 +17,11 @@ Example:
 """
 
 import asyncio
+import functools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel, JsonValue, ValidationError
@@ -30,6 +32,9 @@ from magicflow.jobs import connection
 from magicflow.messages import SIGNATURE_HEADER, RunState, WorkflowRequest, WorkflowStatus, sign
 from magicflow.workflows import DEFAULT_KAFKA_BLOCK
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """How long ``wait=True`` follows statuses before giving up."""
 
@@ -39,7 +44,8 @@ class SubmitResult(BaseModel):
 
     Attributes:
         request_id: The request's id (its idempotency key).
-        statuses: Statuses seen for it, in order (empty without ``wait``).
+        statuses: Statuses seen for it, in the order they arrived (empty without
+            ``wait``); order them by ``seq`` for the order of the states.
         waited: True when statuses were followed.
     """
 
@@ -93,13 +99,19 @@ async def _start_following(kafka: KafkaConnection, topic: str) -> AIOKafkaConsum
 
 async def _follow(
     consumer: AIOKafkaConsumer,
-    request_id: str,
+    request: WorkflowRequest,
     deadline: float,
     on_status: Callable[[WorkflowStatus], None] | None,
 ) -> list[WorkflowStatus]:
-    """Statuses of one request until a final one or the deadline (`time.monotonic`)."""
+    """Statuses of one request until a final one or the deadline (`time.monotonic`).
+
+    A status about another request with the same id (another hash: a conflicting
+    resubmission by someone else) is not this request's, and is skipped; so is a
+    status that was already seen (same state and ``seq``).
+    """
     statuses: list[WorkflowStatus] = []
-    key = request_id.encode()
+    seen: set[tuple[str, int]] = set()
+    request_id, key = request.id, request.id.encode()
     while (remaining := deadline - time.monotonic()) > 0:
         batch = await consumer.getmany(timeout_ms=int(min(remaining, 0.5) * 1000))
         for records in batch.values():
@@ -110,8 +122,14 @@ async def _follow(
                     status = WorkflowStatus.model_validate_json(record.value)
                 except ValidationError:
                     continue
-                if status.request_id != request_id:
+                if status.request_id != request_id or status.request_hash not in (
+                    None,
+                    request.request_hash,
+                ):
                     continue
+                if (status.state.value, status.seq) in seen:
+                    continue
+                seen.add((status.state.value, status.seq))
                 statuses.append(status)
                 if on_status:
                     on_status(status)
@@ -133,7 +151,10 @@ async def asubmit(
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     on_status: Callable[[WorkflowStatus], None] | None = None,
 ) -> SubmitResult:
-    """Publishes a workflow request; with ``wait``, follows its statuses (async version).
+    """Publishes a workflow request; with ``wait``, follows its statuses.
+
+    Resubmitting the id of a request whose run has finished makes the listener
+    answer with the run's final status, so ``wait`` then returns it at once.
 
     Args:
         workflow: A registered workflow name.
@@ -148,11 +169,17 @@ async def asubmit(
         on_status: Called with each status as it arrives.
 
     Returns:
-        The request id and the statuses seen.
+        The request id and the statuses seen; ``exit_code`` tells success.
 
     Raises:
         pydantic.ValidationError: The request is malformed (bad id, workflow name...).
         aiokafka.errors.KafkaError: The broker could not be reached.
+
+    Example:
+        ```python
+        result = await asubmit("tenant-provisioning", {"tenant": "acme"}, wait=True)
+        assert result.exit_code == 0, result.final
+        ```
     """
     kafka = connection(
         await KafkaConnection.aload(kafka) if isinstance(kafka, str) else kafka, KafkaConnection
@@ -183,66 +210,29 @@ async def asubmit(
             await producer.stop()
         if consumer is None:
             return SubmitResult(request_id=request.id)
-        statuses = await _follow(
-            consumer, request.id, time.monotonic() + timeout_seconds, on_status
-        )
+        statuses = await _follow(consumer, request, time.monotonic() + timeout_seconds, on_status)
         return SubmitResult(request_id=request.id, statuses=statuses, waited=True)
     finally:
         if consumer is not None:
             await consumer.stop()
 
 
-def submit(
-    workflow: str,
-    parameters: Mapping[str, JsonValue] | None = None,
-    *,
-    kafka: KafkaConnection | str = DEFAULT_KAFKA_BLOCK,
-    request_id: str | None = None,
-    dry_run: bool = False,
-    requested_by: str | None = None,
-    reply_topic: str | None = None,
-    wait: bool = False,
-    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-    on_status: Callable[[WorkflowStatus], None] | None = None,
-) -> SubmitResult:
-    """Publishes a workflow request; with ``wait``, follows its statuses.
+def _blocking(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """The same function for callers without an event loop (scripts, notebooks, the CLI)."""
 
-    Args:
-        workflow: A registered workflow name.
-        parameters: The workflow's parameters (JSON values).
-        kafka: The Kafka connection block, or its saved name (default ``magicflow``).
-        request_id: The idempotency key; a new UUID when None.
-        dry_run: Ask the workflow to plan without writing.
-        requested_by: Who asks, e.g. ``ci:pipeline-42``.
-        reply_topic: Where statuses should go instead of the status topic.
-        wait: Follow statuses until a final one or ``timeout_seconds``.
-        timeout_seconds: Seconds to wait for a final status.
-        on_status: Called with each status as it arrives.
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return asyncio.run(function(*args, **kwargs))
 
-    Returns:
-        The request id and the statuses seen; ``exit_code`` tells success.
+    return run
 
-    Raises:
-        pydantic.ValidationError: The request is malformed (bad id, workflow name...).
-        aiokafka.errors.KafkaError: The broker could not be reached.
 
-    Example:
-        ```python
-        result = submit("tenant-provisioning", {"tenant": "acme"}, wait=True, timeout_seconds=300)
-        assert result.exit_code == 0, result.final
-        ```
-    """
-    return asyncio.run(
-        asubmit(
-            workflow,
-            parameters,
-            kafka=kafka,
-            request_id=request_id,
-            dry_run=dry_run,
-            requested_by=requested_by,
-            reply_topic=reply_topic,
-            wait=wait,
-            timeout_seconds=timeout_seconds,
-            on_status=on_status,
-        )
-    )
+submit = _blocking(asubmit)
+"""`asubmit` for callers without a running event loop: same arguments, same result.
+
+Example:
+    ```python
+    result = submit("tenant-provisioning", {"tenant": "acme"}, wait=True, timeout_seconds=300)
+    assert result.exit_code == 0, result.final
+    ```
+"""

@@ -15,12 +15,16 @@ Where the hooks run, and so where statuses come from:
   runs the ``on_crashed`` hooks itself; when a run is cancelled, it runs the
   ``on_cancellation`` hooks before it kills the process.
 - ``crashed`` when the runner died with the run (lost host): nobody can run a
-  hook; `follow_crashed_runs`, run beside the request listener, reports the
-  ``Crashed`` state Prefect's server later sets.
+  hook; the request listener's crash follower (`flows.listener.crashes`) reports
+  the ``Crashed`` state Prefect's server later sets, with `run_status`.
+
+Every status carries the run's ``dry_run`` parameter and a ``seq`` from the
+Prefect state's timestamp, so consumers can order a run's statuses.
 
 Statuses go to the status topic of the saved `KafkaConnection` block named by
 the ``MAGICFLOW_KAFKA_BLOCK`` environment variable (default ``magicflow``), or to
-the reply topic named in the run's `REPLY_TOPIC_TAG_PREFIX` tag. Without such a
+the reply topic named in the run's `REPLY_TOPIC_TAG_PREFIX` tag (when the block's
+reply-topic rule allows it). Without such a
 block, statuses are off and runs are unaffected. Publishing never fails a run: a
 broker that cannot be reached costs at most `PUBLISH_TIMEOUT_SECONDS` and a
 warning in the run's log.
@@ -40,17 +44,13 @@ import asyncio
 import inspect
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeGuard, TypeVar, cast, overload
 from uuid import UUID
 
-from aiokafka import AIOKafkaProducer
-from prefect import Flow, flow, get_client
-from prefect.client.orchestration import PrefectClient
+from prefect import Flow, flow
 from prefect.client.schemas.objects import FlowRun
-from prefect.events.clients import get_events_subscriber
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.logging.loggers import flow_run_logger
 from prefect.settings import PREFECT_API_URL
 from prefect.states import State
@@ -58,7 +58,15 @@ from prefect.utilities.urls import url_for
 
 from blocks.kafka import KafkaConnection
 from magicflow.changes import Change, publish_changes_artifact, summarize_changes
-from magicflow.messages import REQUEST_TAG_PREFIX, RunState, WorkflowStatus, publish_status
+from magicflow.messages import (
+    REQUEST_HASH_TAG_PREFIX,
+    REQUEST_TAG_PREFIX,
+    RunState,
+    WorkflowStatus,
+    publish_status,
+    reason_for,
+    seq_of,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,8 +92,11 @@ REASON_MAX_CHARS = 500
 
 _HOOK_OPTIONS = ("on_running", "on_completion", "on_failure", "on_crashed", "on_cancellation")
 
-_CRASHED_EVENT = "prefect.flow-run.Crashed"
+DRY_RUN_PARAMETER = "dry_run"
+"""The workflow parameter that makes a run plan without writing."""
+
 _statuses_off_reported = False
+_EXCEPTION_TYPE_IN_MESSAGE = re.compile(r"encountered an exception: ([A-Za-z_][\w.]*)")
 
 
 @overload
@@ -139,8 +150,15 @@ async def _publish_changes_table(
     try:
         result = await state.aresult(raise_on_failure=False)
         if _is_change_list(result):
+            counts = summarize_changes(result)
+            summary = ", ".join(f"{n} {action}" for action, n in counts.items() if n) or "no jobs"
+            dry_run = is_dry_run(flow_run) or any(change.dry_run for change in result)
             # Inside a running event loop, Prefect's artifact call hands back a coroutine.
-            created = publish_changes_artifact(result, key=f"{_artifact_key(flow.name)}-changes")
+            created = publish_changes_artifact(
+                result,
+                key=f"{_artifact_key(flow.name)}-changes",
+                description=f"**Dry run**: nothing was written. {summary}" if dry_run else summary,
+            )
             if inspect.isawaitable(created):
                 await created
     except Exception as error:
@@ -169,23 +187,40 @@ async def _publish_run_status(flow: Flow[..., Any], flow_run: FlowRun, state: St
 async def _publish_run_status_unguarded(
     flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]
 ) -> None:
-    kafka = await _load_kafka_connection(flow_run_logger(flow_run, flow))
+    kafka = await load_kafka_connection(flow_run_logger(flow_run, flow))
     if kafka is None:
         return
-    status = await _status_for(flow.name, flow_run, state)
+    status = await run_status(flow.name, flow_run, state)
     producer = kafka.get_producer()
-    await producer.start()
     try:
-        await publish_status(producer, status, _topic_for(flow_run, kafka))
+        await producer.start()
+        await publish_status(producer, status, status_topic_for(flow_run, kafka))
     finally:
-        await producer.stop()
+        await producer.stop()  # also after a failed start: no unclosed client
 
 
-def _topic_for(flow_run: FlowRun, kafka: KafkaConnection) -> str:
-    return _tag_value(flow_run.tags, REPLY_TOPIC_TAG_PREFIX) or kafka.status_topic
+def status_topic_for(flow_run: FlowRun, kafka: KafkaConnection) -> str:
+    """Where a run's statuses go: its reply topic when the connection allows it.
+
+    Args:
+        flow_run: The run; the listener tags it with its request's reply topic.
+        kafka: The connection statuses go through.
+
+    Returns:
+        The reply topic, or the connection's status topic.
+    """
+    reply_topic = _tag_value(flow_run.tags, REPLY_TOPIC_TAG_PREFIX)
+    if reply_topic and kafka.reply_topic_problem(reply_topic) is None:
+        return reply_topic
+    return kafka.status_topic
 
 
-async def _load_kafka_connection(
+def is_dry_run(flow_run: FlowRun) -> bool:
+    """True when the run was started with ``dry_run=True``."""
+    return (flow_run.parameters or {}).get(DRY_RUN_PARAMETER) is True
+
+
+async def load_kafka_connection(
     run_logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> KafkaConnection | None:
     """The configured Kafka block, or None (statuses off) when it is not saved."""
@@ -205,17 +240,38 @@ async def _load_kafka_connection(
         return None
 
 
-async def _status_for(workflow_name: str, flow_run: FlowRun, state: State[Any]) -> WorkflowStatus:
-    run_state = _run_state_of(state)
-    changes: dict[str, int] | None = None
+async def run_status(
+    workflow_name: str,
+    flow_run: FlowRun,
+    state: State[Any],
+    changes: dict[str, int] | None = None,
+) -> WorkflowStatus:
+    """The status that reports a run's state: the one place run statuses are built.
+
+    Args:
+        workflow_name: The workflow (flow) name.
+        flow_run: The run, with its tags (request id, request hash) and parameters.
+        state: The state to report.
+        changes: The change counts, when known; a completed state's result is read
+            for them otherwise.
+
+    Returns:
+        The status; ``seq`` is the state's timestamp, ``reason`` only MagicFlow's own
+        error messages (any other error is named by its type).
+    """
+    run_state = run_state_of(state)
     reason: str | None = None
-    if run_state is RunState.COMPLETED:
-        result = await state.aresult(raise_on_failure=False)
+    if run_state is RunState.COMPLETED and changes is None:
+        try:
+            result = await state.aresult(raise_on_failure=False)
+        except Exception:
+            result = None  # not persisted (a run read back from the API): no counts
         if _is_change_list(result):
             changes = summarize_changes(result)
     elif run_state is RunState.FAILED:
         reason = await _failure_reason(state)
-    elif state.message:
+    elif run_state in (RunState.CRASHED, RunState.CANCELLED) and state.message:
+        # Written by Prefect's runner or server (exit codes, heartbeats), not by the flow.
         reason = _truncate(state.message)
     return WorkflowStatus(
         request_id=_tag_value(flow_run.tags, REQUEST_TAG_PREFIX),
@@ -223,13 +279,29 @@ async def _status_for(workflow_name: str, flow_run: FlowRun, state: State[Any]) 
         flow_run_id=flow_run.id,
         state=run_state,
         reason=reason,
-        changes=changes,
+        changes=changes if run_state is RunState.COMPLETED else None,
         ui_url=flow_run_ui_url(flow_run.id),
+        at=state.timestamp,
+        seq=seq_of(state.timestamp),
+        dry_run=is_dry_run(flow_run),
+        request_hash=_tag_value(flow_run.tags, REQUEST_HASH_TAG_PREFIX),
     )
 
 
-def _run_state_of(state: State[Any]) -> RunState:
-    if state.is_running():
+def run_state_of(state: State[Any]) -> RunState:
+    """The status state that reports a Prefect state.
+
+    Args:
+        state: A flow run's Prefect state.
+
+    Returns:
+        ``scheduled`` for a run not started yet (scheduled, late, pending),
+        ``running`` while it runs or is paused, else its final state; a run being
+        cancelled is reported ``cancelled``, as its cancellation hook runs then.
+    """
+    if state.is_scheduled() or state.is_pending():
+        return RunState.SCHEDULED
+    if state.is_running() or state.is_paused():
         return RunState.RUNNING
     if state.is_completed():
         return RunState.COMPLETED
@@ -254,14 +326,15 @@ async def _failure_reason(state: State[Any]) -> str | None:
     except Exception:
         error = None
     if isinstance(error, BaseException):
-        return _truncate(_describe(error))
-    return _truncate(state.message) if state.message else None
+        return _truncate(reason_for(error))
+    # Prefect's message quotes the exception's text, which may hold anything: keep its type.
+    found = _EXCEPTION_TYPE_IN_MESSAGE.search(state.message or "")
+    return found.group(1) if found else None
 
 
 def _describe(error: BaseException) -> str:
-    # By the job contract, exception messages hold no secret; the type says what failed.
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    """An error for a log line: MagicFlow's own message, or the exception's type."""
+    return reason_for(error)
 
 
 def _truncate(text: str) -> str:
@@ -294,78 +367,3 @@ def flow_run_ui_url(flow_run_id: UUID) -> str | None:
     if not api_url:
         return None
     return f"{api_url.removesuffix('/').removesuffix('/api')}/runs/flow-run/{flow_run_id}"
-
-
-async def follow_crashed_runs(
-    kafka: KafkaConnection | None = None,
-    stop: asyncio.Event | None = None,
-    backfill: timedelta = timedelta(minutes=10),
-) -> None:
-    """Publishes a ``crashed`` status for every flow run Prefect marks ``Crashed``.
-
-    The ``on_crashed`` hook cannot run when nobody is left to run it: when the
-    runner or worker that supervised the flow-run process dies too (lost host,
-    SIGKILL of the whole process group), it is Prefect's server that later marks
-    the run ``Crashed`` (with flow-run heartbeats and a zombie-detecting
-    automation). This follower turns every ``prefect.flow-run.Crashed`` event into
-    a status, so such runs are reported as well. A run whose hook did run is
-    reported twice, with the same key and state; status consumers treat a final
-    status as idempotent.
-
-    Args:
-        kafka: The connection to publish through; defaults to the saved block named
-            by `KAFKA_BLOCK_ENV` (returns at once when there is none).
-        stop: Set it to stop following; otherwise follows until cancelled.
-        backfill: How far back crashes are reported at start, to cover a restart.
-
-    Example:
-        ```python
-        import asyncio
-
-        asyncio.run(follow_crashed_runs())  # e.g. beside the request listener
-        ```
-    """
-    kafka = kafka or await _load_kafka_connection(logging.getLogger("magicflow.workflows"))
-    if kafka is None:
-        return
-    stop = stop or asyncio.Event()
-    crashed = EventFilter(
-        # Prefect types `since` as its own DateTime alias; pydantic takes a datetime.
-        occurred=EventOccurredFilter(since=datetime.now(UTC) - backfill),  # type: ignore[arg-type]
-        event=EventNameFilter(name=[_CRASHED_EVENT]),
-    )
-    producer = kafka.get_producer()
-    await producer.start()
-    try:
-        async with (
-            get_events_subscriber(filter=crashed, reconnect_on_clean_close=True) as events,
-            get_client() as client,
-        ):
-            iterator = aiter(events)
-            while not stop.is_set():
-                stopped = asyncio.create_task(stop.wait())
-                received = asyncio.create_task(anext(iterator))
-                await asyncio.wait({stopped, received}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                if not received.done():
-                    received.cancel()
-                    break
-                event = received.result()
-                await _publish_crash(client, producer, kafka, event.resource.id)
-    finally:
-        await producer.stop()
-
-
-async def _publish_crash(
-    client: PrefectClient, producer: AIOKafkaProducer, kafka: KafkaConnection, resource_id: str
-) -> None:
-    log = logging.getLogger("magicflow.workflows")
-    try:
-        flow_run = await client.read_flow_run(UUID(resource_id.rpartition(".")[2]))
-        if flow_run.state is None or not flow_run.state.is_crashed():
-            return
-        workflow_name = (await client.read_flow(flow_run.flow_id)).name
-        status = await _status_for(workflow_name, flow_run, flow_run.state)
-        await publish_status(producer, status, _topic_for(flow_run, kafka))
-    except Exception as error:
-        log.warning("Could not publish the crash of %s: %s", resource_id, _describe(error))

@@ -118,6 +118,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _print_status(status: WorkflowStatus) -> None:
     parts = [status.at.strftime("%H:%M:%S"), f"{status.state.value:<9}", status.workflow or "-"]
+    if status.dry_run:
+        parts.append("(dry run)")
     if status.flow_run_id:
         parts.append(f"run={status.flow_run_id}")
     if status.changes:

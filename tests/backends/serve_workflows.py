@@ -26,11 +26,11 @@ DEPLOYMENT_NAME = "served"
 
 
 @workflow(name="test-changes")
-def changes_workflow(tenant: str = "acme") -> list[Change]:
-    """Returns two changes at once."""
+def changes_workflow(tenant: str = "acme", dry_run: bool = False) -> list[Change]:
+    """Returns two changes at once (planned only, with ``dry_run``)."""
     return [
-        Change(resource=f"test:namespace/{tenant}", action="created"),
-        Change(resource=f"test:quota/{tenant}", action="unchanged"),
+        Change(resource=f"test:namespace/{tenant}", action="created", dry_run=dry_run),
+        Change(resource=f"test:quota/{tenant}", action="unchanged", dry_run=dry_run),
     ]
 
 
@@ -49,8 +49,11 @@ def sleeping_workflow(pid_file: str, seconds: float = 60.0) -> list[Change]:
 
 
 @workflow(name="test-secret")
-def secret_workflow(token: SecretStr, fail: bool = False) -> list[Change]:
-    """Takes a secret parameter; fails, if asked, with an error that mentions it safely."""
+def secret_workflow(token: SecretStr, fail: bool = False, leak: bool = False) -> list[Change]:
+    """Takes a secret parameter; fails, if asked, with an error that mentions it safely,
+    or (``leak``) with a foreign error whose text holds the secret value."""
+    if leak:
+        raise RuntimeError(f"could not use token {token.get_secret_value()}")
     if fail:
         raise InvalidInputError("test:token/api", f"token {token} is not accepted")
     return [Change(resource="test:token/api", action="updated", detail={"length": len(token)})]

@@ -36,9 +36,9 @@ from prefect.states import Cancelled
 from blocks import KafkaConnection
 from deployments.automations import ZOMBIE_AUTOMATION_NAME
 from deployments.local_servers import BackendProcess
+from flows.listener.crashes import follow_crashed_runs
 from magicflow.cli import ExitCode
 from magicflow.messages import REQUEST_TAG_PREFIX
-from magicflow.workflows import follow_crashed_runs
 from tests.backends.serve_workflows import sleeping_workflow
 from tests.fixtures.kafka import PROJECT_ROOT, read_topic, statuses_of, subprocess_env
 from tests.fixtures.workflows import KAFKA_BLOCK_NAME

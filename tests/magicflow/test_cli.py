@@ -34,6 +34,11 @@ async def _magicflow(*args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+def _states(output: str) -> list[str]:
+    """The states of the status lines ``magicflow submit --wait`` printed."""
+    return [line.split()[1] for line in output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+
+
 def test_param_values_parse_as_json_else_string() -> None:
     assert parse_param("n=5") == ("n", 5)
     assert parse_param("flag=true") == ("flag", True)
@@ -68,24 +73,18 @@ async def test_submit_wait_exit_codes_and_ui_link_against_the_listener_flow(
     block = ("--kafka-block", KAFKA_BLOCK_NAME)
 
     completed_id = f"cli-ok-{uuid.uuid4().hex[:6]}"
-    code, output = await _magicflow(
-        "submit",
-        "test-changes",
-        "--param",
-        "tenant=cli",
-        "--id",
-        completed_id,
-        "--wait",
-        "--timeout",
-        "120",
-        *block,
-    )
+    submit_completed = ("submit", "test-changes", "--param", "tenant=cli", "--id", completed_id)
+    code, output = await _magicflow(*submit_completed, "--wait", "--timeout", "120", *block)
     assert code == 0, output + listener.log_tail()
-    states = [line.split()[1] for line in output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
-    assert states == ["accepted", "scheduled", "running", "completed"], output
+    assert _states(output) == ["accepted", "scheduled", "running", "completed"], output
     assert f"request {completed_id}: test-changes" in output.splitlines()
     ui_links = [line for line in output.splitlines() if line.startswith("Prefect UI: http")]
     assert len(ui_links) == 1 and "/runs/flow-run/" in ui_links[0], output
+
+    # Resubmitting the finished request's id: the listener re-sends the final status.
+    code, output = await _magicflow(*submit_completed, "--wait", "--timeout", "60", *block)
+    assert code == 0, output + listener.log_tail()
+    assert _states(output) == ["completed"], output
 
     code, output = await _magicflow(
         "submit", "no-such-workflow", "--wait", "--timeout", "60", *block

@@ -6,6 +6,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,15 +19,16 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling, Crashed, Running
 
 from blocks import KafkaConnection
+from flows.listener.crashes import follow_crashed_runs, supervise_crash_follower
 from magicflow import Change, ConflictError
 from magicflow.messages import REQUEST_TAG_PREFIX, RunState, WorkflowStatus
 from magicflow.workflows import (
     KAFKA_BLOCK_ENV,
     REPLY_TOPIC_TAG_PREFIX,
-    follow_crashed_runs,
     workflow,
 )
-from tests.backends import free_port
+from tests.backends import BackendProcess, free_port, tansu_broker_argv, tcp_ready
+from tests.fixtures.kafka import create_topic
 from tests.fixtures.workflows import (
     CHANGES_DEPLOYMENT,
     FAILURE_DEPLOYMENT,
@@ -253,13 +255,24 @@ def test_a_served_run_publishes_running_then_completed_with_its_request_id(
 def test_a_reply_topic_tag_sends_the_statuses_there(
     served_workflows: ServedWorkflows, status_kafka: KafkaConnection
 ) -> None:
-    reply_topic = f"replies.{uuid.uuid4().hex[:8]}"
+    reply_topic = f"magicflow.replies.{uuid.uuid4().hex[:8]}"
     run = run_deployment(FAILURE_DEPLOYMENT, timeout=0, tags=[REPLY_TOPIC_TAG_PREFIX + reply_topic])
 
     statuses = statuses_of(status_kafka, run.id, until=RunState.FAILED, topic=reply_topic)
 
     assert [s.state for s in statuses] == [RunState.RUNNING, RunState.FAILED]
     assert statuses[-1].reason == "ConflictError: test:namespace/acme: changed by someone else"
+
+
+def test_a_reply_topic_tag_outside_the_prefix_is_ignored(
+    served_workflows: ServedWorkflows, status_kafka: KafkaConnection
+) -> None:
+    foreign = f"payments.{uuid.uuid4().hex[:8]}"
+    run = run_deployment(FAILURE_DEPLOYMENT, timeout=0, tags=[REPLY_TOPIC_TAG_PREFIX + foreign])
+
+    statuses = statuses_of(status_kafka, run.id, until=RunState.FAILED)
+
+    assert [s.state for s in statuses] == [RunState.RUNNING, RunState.FAILED]
 
 
 def test_a_flow_run_process_killed_with_sigkill_yields_crashed(
@@ -329,6 +342,21 @@ def test_no_secret_parameter_value_appears_in_any_status(
     ]
 
 
+def test_a_foreign_error_is_reported_by_its_type_alone(
+    served_workflows: ServedWorkflows, status_kafka: KafkaConnection
+) -> None:
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    run = run_deployment(SECRET_DEPLOYMENT, parameters={"token": secret, "leak": True}, timeout=0)
+
+    statuses = statuses_of(status_kafka, run.id, until=RunState.FAILED)
+
+    assert [s.state for s in statuses] == [RunState.RUNNING, RunState.FAILED], (
+        served_workflows.log_tail()
+    )
+    assert statuses[-1].reason == "RuntimeError"
+    assert all(secret not in s.model_dump_json() for s in statuses)
+
+
 async def test_a_run_marked_crashed_by_the_server_gets_a_status_from_the_crash_follower(
     status_kafka: KafkaConnection,
 ) -> None:
@@ -365,3 +393,59 @@ async def test_a_run_marked_crashed_by_the_server_gets_a_status_from_the_crash_f
     assert status.request_id == request_id
     assert status.workflow == "provision-tenant"
     assert status.reason == "no heartbeat for 90s"
+
+
+async def test_the_crash_follower_is_restarted_until_the_broker_answers(
+    kafka: KafkaConnection, backend_logs: Path, captured_logs
+) -> None:
+    port = free_port()
+    later = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(
+        supervise_crash_follower(later, stop, max_backoff=1, backfill=timedelta(seconds=5))
+    )
+    broker = None
+    try:
+        deadline = time.monotonic() + 60
+        while captured_logs.text.count("The crash follower failed") < 2:
+            assert not supervisor.done(), captured_logs.text
+            assert time.monotonic() < deadline, captured_logs.text
+            await asyncio.sleep(0.1)
+        # The broker comes up: the restarted follower reports the next crash.
+        broker = BackendProcess(
+            "tansu-late", tansu_broker_argv(port), tcp_ready(port), backend_logs
+        )
+        await create_topic(later, later.status_topic)  # so that the reader below sees it
+        while "Following crashed flow runs" not in captured_logs.text:
+            assert not supervisor.done(), captured_logs.text
+            assert time.monotonic() < deadline + 60, captured_logs.text
+            await asyncio.sleep(0.1)
+        # A crash that happens while Prefect's server is still setting up the event
+        # stream can fall between backfill and live events: crash runs until one of
+        # them is reported (the deadline only guards against a hang).
+        request_id = f"req-{uuid.uuid4().hex[:8]}"
+        crashed_ids: set[UUID] = set()
+
+        def reported(messages: list[Message]) -> bool:
+            return any(s.flow_run_id in crashed_ids for _, s in messages)
+
+        messages: list[Message] = []
+        while not reported(messages):
+            assert time.monotonic() < deadline + 240, captured_logs.text
+            async with get_client() as client:
+                flow_run = await client.create_flow_run(
+                    provision_tenant, tags=[REQUEST_TAG_PREFIX + request_id]
+                )
+                await client.set_flow_run_state(flow_run.id, Running(), force=True)
+                await client.set_flow_run_state(flow_run.id, Crashed(message="lost"), force=True)
+            crashed_ids.add(flow_run.id)
+            messages = await _read_statuses(later, later.status_topic, reported, seconds=15)
+        [status, *_] = [s for _, s in messages if s.flow_run_id in crashed_ids]
+        assert (status.state, status.request_id) == (RunState.CRASHED, request_id)
+    finally:
+        stop.set()
+        restarts = await asyncio.wait_for(supervisor, 30)
+        if broker is not None:
+            broker.stop()
+    assert restarts >= 2
+    assert "Unclosed" not in captured_logs.text
