@@ -790,3 +790,183 @@ def merge_merge_request(
         )
     detail["merge_commit_sha"] = merged["merge_commit_sha"]
     return report(Change(resource=resource, action=Action.UPDATED, detail=detail))
+
+
+class RepositoryFile(BaseModel):
+    """One file of a repository at a ref, as read by `read_repository_file`.
+
+    Attributes:
+        resource: ``gitlab:project/<path>/file/<file path>@<ref>``.
+        exists: False when the file does not exist at that ref.
+        content: The file's text (UTF-8); empty when it does not exist.
+        last_commit_id: The last commit that changed the file.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str
+    exists: bool
+    content: str = ""
+    last_commit_id: str | None = None
+
+
+@job
+def read_repository_file(
+    gitlab: GitLabConnection | str, project: str, path: str, ref: str = "main"
+) -> RepositoryFile:
+    """Reads a text file of a repository at a branch, tag or commit (a read job).
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        path: Path of the file in the repository, e.g. ``tenants/acme.yaml``.
+        ref: Branch, tag or commit sha to read it at.
+
+    Returns:
+        A `RepositoryFile`; ``exists`` is False when the file is not there.
+
+    Raises:
+        InvalidInputError: A malformed project path, file path or ref, or a file that
+            is not UTF-8 text.
+        NotFoundError: The project or `ref` does not exist.
+        PermissionDeniedError: The token may not read the repository.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import read_repository_file
+
+        @flow
+        def tenant_config(tenant: str) -> str:
+            return read_repository_file("gitlab-prod", "platform/tenants",
+                                        f"tenants/{tenant}.yaml").content
+        ```
+    """
+    resource = f"gitlab:project/{project}/file/{path}@{ref}"
+    _check_project_path(project)
+    _check_file_path(resource, path)
+    if not isinstance(ref, str) or not ref.strip():
+        raise InvalidInputError(resource, "ref must not be empty")
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        if _get_or_none(repo.commits.get, ref) is None:
+            raise NotFoundError(resource, f"ref {ref!r} does not exist")
+        found = _get_or_none(repo.files.get, path, ref=ref)
+    if found is None:
+        return RepositoryFile(resource=resource, exists=False)
+    try:
+        content = found.decode().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(resource, "the file is not UTF-8 text") from None
+    return RepositoryFile(
+        resource=resource, exists=True, content=content, last_commit_id=found.last_commit_id
+    )
+
+
+@job
+def delete_branch(
+    gitlab: GitLabConnection | str, project: str, branch: str, dry_run: bool = False
+) -> Change:
+    """Deletes a branch (runbooks use it to undo a branch they created).
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        branch: Name of the branch.
+        dry_run: Read only and report what would be done.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/branch/<branch>``: ``deleted``, or
+        ``unchanged`` (detail ``absent``) when there is no such branch.
+
+    Raises:
+        InvalidInputError: A malformed project path or branch name.
+        ConflictError: The branch is protected or is the default branch.
+        NotFoundError: The project does not exist.
+        PermissionDeniedError: The token may not delete branches.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import delete_branch
+
+        @flow
+        def drop_tenant_branch():
+            delete_branch("gitlab-prod", "platform/tenants", "tenant/acme")
+        ```
+    """
+    resource = f"gitlab:project/{project}/branch/{branch}"
+    _check_project_path(project)
+    _check_branch_name(resource, branch)
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        existing = _get_or_none(repo.branches.get, branch)
+        if existing is None:
+            return report(
+                Change(
+                    resource=resource,
+                    action=Action.UNCHANGED,
+                    dry_run=dry_run,
+                    detail={"absent": True},
+                )
+            )
+        if branch == repo.default_branch or getattr(existing, "protected", False):
+            raise ConflictError(resource, "the branch is the default or a protected branch")
+        detail = {"commit": existing.commit["id"]}
+        if not dry_run:
+            repo.branches.delete(branch)
+    return report(Change(resource=resource, action=Action.DELETED, dry_run=dry_run, detail=detail))
+
+
+@job
+def close_merge_request(
+    gitlab: GitLabConnection | str, project: str, merge_request_iid: int, dry_run: bool = False
+) -> Change:
+    """Closes an open merge request (runbooks use it to undo one they opened).
+
+    Args:
+        gitlab: The GitLab connection, or the name of a saved one.
+        project: Full path of the project, e.g. ``platform/tenants``.
+        merge_request_iid: The merge request's number in the project.
+        dry_run: Read only and report what would be done.
+
+    Returns:
+        A `Change` on ``gitlab:project/<project>/merge_request/<iid>``: ``updated``
+        when closed now, ``unchanged`` when it was already closed.
+
+    Raises:
+        InvalidInputError: A malformed project path or iid.
+        ConflictError: The merge request is already merged.
+        NotFoundError: The project or merge request does not exist.
+        PermissionDeniedError: The token may not update the merge request.
+        TransientError: GitLab is unreachable or failing (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gitlab import close_merge_request
+
+        @flow
+        def withdraw():
+            close_merge_request("gitlab-prod", "platform/tenants", 7)
+        ```
+    """
+    resource = f"gitlab:project/{project}/merge_request/{merge_request_iid}"
+    _check_project_path(project)
+    _check_iid(resource, merge_request_iid)
+    repo = _open_project(gitlab, project)
+    with _translated_errors(resource):
+        merge_request = repo.mergerequests.get(merge_request_iid)
+        detail = {"iid": merge_request.iid, "web_url": merge_request.web_url}
+        if merge_request.state == "closed":
+            return report(
+                Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
+            )
+        if merge_request.state == "merged":
+            raise ConflictError(resource, "the merge request is merged; it cannot be closed")
+        if not dry_run:
+            merge_request.state_event = "close"
+            merge_request.save()
+    return report(Change(resource=resource, action=Action.UPDATED, dry_run=dry_run, detail=detail))

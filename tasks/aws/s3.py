@@ -300,3 +300,52 @@ def _object_version(entry: Mapping[str, Any], *, is_delete_marker: bool) -> S3Ob
         size=None if is_delete_marker else entry.get("Size"),
         created=entry.get("LastModified"),
     )
+
+
+@job
+def delete_s3_bucket(
+    aws_credentials: AwsCredentials | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes an empty S3 bucket (runbooks use it to undo a bucket they created).
+
+    A bucket that holds objects or object versions is never emptied: the job fails
+    instead, so data written since the bucket was created is not lost by an undo.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The bucket name.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:s3:bucket/<name>``: ``deleted``, or ``unchanged`` (detail
+        ``absent``) when there is no such bucket.
+
+    Raises:
+        InvalidInputError: Bad name; nothing written.
+        ConflictError: The bucket holds objects (it is left alone).
+        PermissionDeniedError: The credentials may not read or delete the bucket.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import delete_s3_bucket
+
+        @flow
+        def drop_bucket():
+            delete_s3_bucket("prod-aws", "acme-prod-data")
+        ```
+    """
+    resource = f"aws:s3:bucket/{name}"
+    _validate_bucket_name(resource, name)
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        s3 = aws_client(credentials, "s3")
+        if call_or_none({"404", "NoSuchBucket", "NotFound"}, s3.head_bucket, Bucket=name) is None:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, absent=True)
+        listed = s3.list_object_versions(Bucket=name, MaxKeys=1)
+        if listed.get("Versions") or listed.get("DeleteMarkers"):
+            raise ConflictError(resource, "the bucket holds objects; it is left in place")
+        if not dry_run:
+            call_or_none({"NoSuchBucket"}, s3.delete_bucket, Bucket=name)
+    return report_change(resource, Action.DELETED, dry_run=dry_run)
