@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+    TaskRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun
+from pydantic import ValidationError
 
+from blocks import GcpConnection
 from flows import TenantSpec, provision_tenant
 from flows.tenant_provisioning import LIMIT_RANGE_NAME, RESOURCE_QUOTA_NAME
-from magicflow import Action, Change
+from magicflow import Action, Change, InvalidInputError, PermissionDeniedError
+from tests.fixtures.processes import FaultProxy
 from tests.fixtures.tenants import (
     TRUST_POLICY,
     Reviewer,
@@ -163,3 +177,187 @@ def test_a_system_left_out_is_skipped_with_its_reason(
         assert skipped[store] == f"the spec has no {missing} section"
     if missing == "kubernetes":
         assert tenant_systems.namespace(spec.name) is None
+
+
+def test_dry_run_writes_nothing_and_reports_the_plan(tenant_systems: TenantSystems) -> None:
+    spec = tenant_systems.spec()
+    project = tenant_systems.gitlab()
+    branches_before = {branch.name for branch in project.branches.list(get_all=True)}
+
+    plan = provision_tenant(spec, dry_run=True)
+
+    assert all(change.dry_run for change in plan if change.action is not Action.SKIPPED)
+    actions = by_action(plan)
+    assert len(actions["created"]) == 17, actions
+    assert actions["skipped"] == [
+        f"gitlab:project/{tenant_systems.gitlab_project}/merge_request/tenant/{spec.name}->main"
+    ]
+    (gate,) = [change for change in plan if change.action is Action.SKIPPED]
+    assert gate.detail["reason"].startswith("dry run:")
+    # Nothing exists anywhere.
+    assert tenant_systems.namespace(spec.name) is None
+    assert all(
+        tenant_systems.vault_secret(f"tenants/{spec.name}/{s.name}") is None for s in spec.secrets
+    )
+    assert tenant_systems.aws("s3").list_buckets()["Buckets"] == []
+    assert tenant_systems.aws("iam").list_roles()["Roles"] == []
+    assert tenant_systems.aws("ssm").describe_parameters()["Parameters"] == []
+    assert tenant_systems.aws("secretsmanager").list_secrets()["SecretList"] == []
+    assert tenant_systems.gcs().lookup_bucket(f"{spec.name}-files") is None
+    assert tenant_systems.gcp_secret_value(f"tenants-{spec.name}-db") is None
+    assert {branch.name for branch in project.branches.list(get_all=True)} == branches_before
+    assert project.mergerequests.list(get_all=True) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "bad_value", "message"),
+    [
+        ("name", "Acme_Corp", "name: String should match pattern"),
+        (
+            "quotas",
+            {"hard": {"requests.cpu": "-2"}},
+            "quotas.hard.requests.cpu: Value error, '-2' is negative",
+        ),
+        (
+            "aws",
+            {"connection": "aws", "region": "eu-west-1", "bucket": "Tenant_Data"},
+            "aws.bucket: Value error, aws:s3:bucket/Tenant_Data: a bucket name has only "
+            "lowercase letters",
+        ),
+        ("owners", [], "owners: List should have at least 1 item"),
+        ("secrets", [{"name": "db", "stores": ["kubernetes"]}], "secrets: Value error, generated"),
+    ],
+)
+def test_an_invalid_spec_fails_before_any_write_naming_the_field(
+    tenant_systems: TenantSystems, field: str, bad_value: object, message: str
+) -> None:
+    document = tenant_systems.spec(name="acme-bad").model_dump(mode="json", by_alias=True)
+    document[field] = bad_value
+    if field == "secrets":
+        document["vault"] = None
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        provision_tenant(document)
+    with pytest.raises(ValidationError, match=re.escape(field)):
+        TenantSpec.model_validate(document)
+    assert tenant_systems.namespace("acme-bad") is None
+    assert tenant_systems.aws("s3").list_buckets()["Buckets"] == []
+
+
+def test_a_missing_block_fails_before_any_write_with_its_name_and_how_to_create_it(
+    tenant_systems: TenantSystems,
+) -> None:
+    spec = tenant_systems.spec()
+    aws = spec.aws.model_copy(update={"connection": "no-such-aws"})  # type: ignore[union-attr]
+    with pytest.raises(InvalidInputError) as failure:
+        provision_tenant(spec.model_copy(update={"aws": aws}))
+    assert str(failure.value) == (
+        f"tenant-spec:{spec.name}: aws.connection: there is no AwsCredentials block named "
+        "'no-such-aws'; create it in the Prefect UI (Blocks) or with "
+        "AwsCredentials(...).save('no-such-aws')"
+    )
+    assert tenant_systems.namespace(spec.name) is None
+    assert tenant_systems.vault_secret(f"tenants/{spec.name}/db") is None
+
+
+@pytest.fixture
+def failing_gcs(tenant_systems: TenantSystems, fault_proxy_factory) -> FaultProxy:
+    """The tenant's GCP block sends Cloud Storage through a fault proxy: bucket creation
+    answers 403 (a permanent failure, never retried) until the test clears it."""
+    proxy = fault_proxy_factory(tenant_systems.drongo_url)
+    block = GcpConnection.load(tenant_systems.blocks["gcp"])
+    block.storage_endpoint = proxy.url
+    block.save(tenant_systems.blocks["gcp"], overwrite=True)
+    proxy.fail(status=403, count=1000, method="POST", path=r"^/storage/v1/b\?")
+    return proxy
+
+
+def run_failure(spec: TenantSpec, **options: object) -> tuple[BaseException, FlowRun]:
+    state = provision_tenant(spec, return_state=True, **options)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, BaseException)
+    (run,) = [r for r in tenant_runs(spec.name) if r.state and r.state.is_failed()]
+    return error, run
+
+
+def report_of(run: FlowRun, spec: TenantSpec) -> str:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    (report,) = [a for a in artifacts if a.key == f"provision-tenant-{spec.name}-report"]
+    return str(report.data)
+
+
+def test_a_failed_branch_with_rollback_undoes_only_what_the_run_created(
+    tenant_systems: TenantSystems, reviewer: Reviewer, failing_gcs: FaultProxy
+) -> None:
+    spec = tenant_systems.spec()
+    # Existed before the run: the db credential, with its value and version.
+    tenant_systems.vault_kv.create_or_update_secret(
+        path=f"tenants/{spec.name}/db", secret={"password": "kept-before-the-run"}
+    )
+
+    error, run = run_failure(spec, rollback_on_failure=True)
+
+    assert isinstance(error, PermissionDeniedError)
+    assert str(error).startswith(
+        f"tenant:{spec.name}: 1 step(s) failed, first gcp:gcs:bucket/{spec.name}-files: "
+        "PermissionDeniedError:"
+    )
+    report = report_of(run, spec)
+    assert "## Failed" in report and f"`gcp:gcs:bucket/{spec.name}-files`" in report
+    assert "## Rolled back" in report
+    # What existed before is untouched ...
+    db = tenant_systems.vault_kv.read_secret_version(
+        path=f"tenants/{spec.name}/db", mount_point="secret", raise_on_deleted_version=True
+    )["data"]
+    assert (db["data"], db["metadata"]["version"]) == ({"password": "kept-before-the-run"}, 1)
+    # ... and everything the run created is gone.
+    assert tenant_systems.namespace(spec.name) is None
+    assert tenant_systems.vault_secret(f"tenants/{spec.name}/api") is None
+    assert tenant_systems.aws("s3").list_buckets()["Buckets"] == []
+    assert tenant_systems.aws("iam").list_roles()["Roles"] == []
+    assert tenant_systems.aws("ssm").describe_parameters()["Parameters"] == []
+    assert tenant_systems.aws("secretsmanager").list_secrets()["SecretList"] == []
+    assert tenant_systems.gcp_secret_value(f"tenants-{spec.name}-db") is None
+    project = tenant_systems.gitlab()
+    assert f"tenant/{spec.name}" not in {b.name for b in project.branches.list(get_all=True)}
+    assert [mr.state for mr in project.mergerequests.list(get_all=True)] == ["closed"]
+    # Newest first: the namespace, created before what lives in it, is undone last.
+    undone = undo_order(run)
+    assert undone[-1] == f"undo k8s:namespace/{spec.name}"
+    assert undone.index(f"undo k8s:resourcequota/{spec.name}/tenant-quota") < len(undone) - 1
+    assert reviewer.acted_on == []  # never reached the gate
+
+
+def undo_order(run: FlowRun) -> list[str]:
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=["rollback"])),
+        )
+    return [t.name for t in sorted(task_runs, key=lambda t: t.start_time or t.expected_start_time)]
+
+
+def test_a_failed_branch_without_rollback_keeps_its_work_and_a_rerun_converges(
+    tenant_systems: TenantSystems, reviewer: Reviewer, failing_gcs: FaultProxy
+) -> None:
+    spec = tenant_systems.spec()
+
+    error, run = run_failure(spec)
+
+    assert isinstance(error, PermissionDeniedError)
+    report = report_of(run, spec)
+    assert "## Created by this run" in report and "## Rolled back" not in report
+    assert tenant_systems.namespace(spec.name) is not None
+    assert tenant_systems.gcs().lookup_bucket(f"{spec.name}-files") is None
+
+    failing_gcs.clear()
+    with reviewer.approving():
+        changes = provision_tenant(spec)
+
+    values = generated_values(tenant_systems, spec)
+    assert_tenant_exists(tenant_systems, spec, values)
+    actions = by_action(changes)
+    assert actions["created"] == [f"gcp:gcs:bucket/{spec.name}-files"]
