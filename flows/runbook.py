@@ -239,7 +239,12 @@ class Runbook:
             resource: What the step would have been about.
             reason: Why it is skipped, shown in the report and in the `Change`'s detail.
         """
-        change = Change(resource=resource, action=Action.SKIPPED, detail={"reason": reason})
+        change = Change(
+            resource=resource,
+            action=Action.SKIPPED,
+            dry_run=self.dry_run,
+            detail={"reason": reason},
+        )
         self.steps.append(Step(resource=resource, job="-", reason=reason, fixed=change))
         job_logger().info("%s: skipped (%s)", resource, reason)
 
