@@ -13,7 +13,16 @@ from magicflow import retry_on_transient
 JOBS = {
     name: getattr(tasks, name) for name in tasks.__all__ if isinstance(getattr(tasks, name), Task)
 }
-WRITING_PREFIXES = ("ensure_", "put_", "commit_", "merge_", "request_")
+WRITING_PREFIXES = (
+    "ensure_",
+    "put_",
+    "commit_",
+    "merge_",
+    "request_",
+    "rotate_",
+    "delete_",
+    "close_",
+)
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
