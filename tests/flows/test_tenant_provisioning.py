@@ -119,9 +119,14 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
         "logs": captured_logs.text,
         "results": "".join(change.model_dump_json() for change in [*first, *second]),
     }
-    for secret_name, value in values.items():
+    secrets = {
+        **values,
+        **{f"block secret {i}": v for i, v in enumerate(tenant_systems.block_secrets)},
+    }
+    assert len(secrets) == 5
+    for secret_name, value in secrets.items():
         for where, text in texts.items():
-            assert value not in text, f"the {secret_name} credential leaked into {where}"
+            assert value not in text, f"the {secret_name} leaked into {where}"
     assert "provision-tenant" in kept and spec.name in kept  # the scan read real records
 
 
