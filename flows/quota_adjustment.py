@@ -17,15 +17,13 @@ from kubernetes.utils import parse_quantity
 from prefect import tags
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field, ValidationError, model_validator
 
 from blocks import AwsCredentials, GcpConnection, GitLabConnection, KubernetesConnection
 from flows.gitops import merge_when_approved, propose_file_change
 from flows.registry import _describe_errors
-from flows.runbook import Runbook, tag_current_run, tenant_lock
-from flows.tenant_provisioning import MAX_PARALLEL_STEPS, RESOURCE_QUOTA_NAME
+from flows.runbook import Runbook, runbook_flow, tag_current_run, tenant_lock
+from flows.tenant_provisioning import RESOURCE_QUOTA_NAME
 from flows.tenant_spec import (
     DNS_LABEL,
     AwsQuota,
@@ -38,7 +36,6 @@ from flows.tenant_spec import (
     parse_config_file,
 )
 from magicflow import Action, Change, InvalidInputError, NotFoundError, connection, job_logger
-from magicflow.workflows import workflow
 from tasks import (
     RepositoryFile,
     ensure_resource_quota,
@@ -78,12 +75,6 @@ class QuotaChange(_Spec):
         return self
 
 
-def _run_name() -> str:
-    tenant = flow_run.parameters.get("tenant")
-    valid = isinstance(tenant, str) and re.fullmatch(DNS_LABEL, tenant) is not None
-    return f"{WORKFLOW_NAME}/{tenant if valid else 'invalid-request'}"
-
-
 def _validated(
     tenant: Any, quotas: Any, reason: Any, dry_run: Any, gitops: Any
 ) -> tuple[str, QuotaChange, str, bool, GitOpsTarget]:
@@ -104,12 +95,7 @@ def _validated(
     return tenant, change, reason.strip(), dry_run, target
 
 
-@workflow(
-    name=WORKFLOW_NAME,
-    flow_run_name=_run_name,
-    validate_parameters=False,
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),
-)
+@runbook_flow(WORKFLOW_NAME, lambda parameters: parameters.get("tenant"))
 def adjust_quota(
     tenant: str,
     quotas: QuotaChange,
@@ -530,9 +516,12 @@ def _after_cloud(change: Change) -> str:
     return f"{status} ({detail.get('requested_value', detail.get('preferred_value', '?'))})"
 
 
+def _dimensions(quota: GcpQuota) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(quota.dimensions.items()))
+
+
 def _gcp_key(quota: GcpQuota) -> tuple[str, str, str]:
-    dimensions = ",".join(f"{k}={v}" for k, v in sorted(quota.dimensions.items()))
-    return (quota.service, quota.quota_id, dimensions)
+    return (quota.service, quota.quota_id, _dimensions(quota))
 
 
 def _gcp_grants(current: int, wanted: int) -> bool:
@@ -544,7 +533,7 @@ def _aws_resource(quota: AwsQuota) -> str:
 
 
 def _gcp_resource(quota: GcpQuota) -> str:
-    dimensions = ",".join(f"{k}={v}" for k, v in sorted(quota.dimensions.items()))
+    dimensions = _dimensions(quota)
     return f"gcp:quota/services/{quota.service}/quotaInfos/{quota.quota_id}" + (
         f"[{dimensions}]" if dimensions else ""
     )

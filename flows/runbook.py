@@ -41,14 +41,15 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import Task, get_client, tags
+from prefect import Flow, Task, get_client, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
@@ -58,10 +59,14 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.futures import PrefectFuture, wait
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from magicflow import Action, Change, DeadlineExceededError, MagicFlowError, job_logger
 from magicflow.changes import summarize_changes
+from magicflow.workflows import workflow
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 Undo = Callable[[Change], Change]
@@ -75,6 +80,50 @@ TENANT_LOCK_TIMEOUT_SECONDS = 2 * 86400.0
 
 ROLLBACK_TAG = "rollback"
 """Tag of the undo task runs."""
+
+MAX_PARALLEL_STEPS = 16
+"""Jobs that may run at once in one run (they wait on the network, not the CPU)."""
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def runbook_flow(
+    name: str, tenant_of: Callable[[dict[str, Any]], object]
+) -> Callable[[Callable[P, R]], Flow[P, R]]:
+    """The `magicflow.workflow` decorator with what every tenant runbook shares.
+
+    - The run is named ``<name>/<tenant>``.
+    - Parameters are validated by the flow itself, so that a bad request fails the
+      run with an `InvalidInputError` naming its fields (and its status says so),
+      instead of failing before the flow starts.
+    - Up to `MAX_PARALLEL_STEPS` jobs run at once.
+
+    Args:
+        name: The flow's name, e.g. ``provision-tenant``.
+        tenant_of: Finds the tenant's name in the run's parameters (as given: a model,
+            or the JSON of a request).
+
+    Returns:
+        The decorator.
+
+    Example:
+        ```python
+        @runbook_flow("offboard-tenant", lambda parameters: parameters.get("tenant"))
+        def offboard_tenant(tenant: str) -> list[Change]: ...
+        ```
+    """
+
+    def run_name() -> str:
+        tenant = tenant_of(dict(flow_run.parameters))
+        valid = isinstance(tenant, str) and len(tenant) <= 63 and _DNS_LABEL.fullmatch(tenant)
+        return f"{name}/{tenant if valid else 'invalid-request'}"
+
+    return workflow(
+        name=name,
+        flow_run_name=run_name,
+        validate_parameters=False,
+        task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),
+    )
 
 
 class Outcome(StrEnum):

@@ -6,7 +6,6 @@ the GitOps repository to it, with existing jobs only. Its docstring is the runbo
 
 from __future__ import annotations
 
-import re
 import secrets
 import string
 from dataclasses import dataclass
@@ -15,8 +14,6 @@ from typing import Any, TypeVar
 from prefect import tags
 from prefect.blocks.core import Block
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import SecretStr
 
 from blocks import (
@@ -27,10 +24,9 @@ from blocks import (
     VaultConnection,
 )
 from flows.gitops import merge_when_approved, propose_file_change
-from flows.runbook import Runbook, tag_current_run, tenant_lock, undo_with
-from flows.tenant_spec import DNS_LABEL, GeneratedSecret, SecretStore, TenantSpec, load_tenant_spec
+from flows.runbook import Runbook, runbook_flow, tag_current_run, tenant_lock, undo_with
+from flows.tenant_spec import GeneratedSecret, SecretStore, TenantSpec, load_tenant_spec
 from magicflow import Action, Change, InvalidInputError
-from magicflow.workflows import workflow
 from tasks import (
     delete_gcp_secret,
     delete_gcs_bucket,
@@ -65,9 +61,6 @@ RESOURCE_QUOTA_NAME = "tenant-quota"
 
 LIMIT_RANGE_NAME = "tenant-limits"
 """Name of the tenant's LimitRange in its namespace."""
-
-MAX_PARALLEL_STEPS = 16
-"""Jobs that may run at once in one run (they wait on the network, not the CPU)."""
 
 B = TypeVar("B", bound=Block)
 
@@ -136,11 +129,9 @@ def load_connections(spec: TenantSpec) -> Connections:
     )
 
 
-def _run_name() -> str:
-    spec: Any = flow_run.parameters.get("spec")
-    name = spec.name if isinstance(spec, TenantSpec) else (spec or {}).get("name")
-    valid = isinstance(name, str) and len(name) <= 63 and re.fullmatch(DNS_LABEL, name) is not None
-    return f"{WORKFLOW_NAME}/{name if valid else 'invalid-spec'}"
+def _tenant_of(parameters: dict[str, Any]) -> object:
+    spec = parameters.get("spec")
+    return spec.name if isinstance(spec, TenantSpec) else (spec or {}).get("name")
 
 
 def _check_flag(name: str, value: Any) -> bool:
@@ -149,14 +140,7 @@ def _check_flag(name: str, value: Any) -> bool:
     return value
 
 
-@workflow(
-    name=WORKFLOW_NAME,
-    flow_run_name=_run_name,
-    # The spec is validated in the flow, so that a bad one fails the run with an
-    # InvalidInputError naming its fields (and its status says so), not before it.
-    validate_parameters=False,
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STEPS),
-)
+@runbook_flow(WORKFLOW_NAME, _tenant_of)
 def provision_tenant(
     spec: TenantSpec,
     dry_run: bool = False,
