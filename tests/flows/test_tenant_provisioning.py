@@ -107,17 +107,21 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
 
     second = provision_tenant(spec)
     assert {change.action for change in second} == {Action.UNCHANGED}, by_action(second)
+    plan = provision_tenant(spec, dry_run=True)
+    assert [(c.resource, c.action, c.dry_run) for c in plan] == [
+        (c.resource, c.action, True) for c in second
+    ]
     assert generated_values(tenant_systems, spec) == values, "a rerun must not rotate secrets"
     assert_tenant_exists(tenant_systems, spec, values)
 
     runs = tenant_runs(spec.name)
-    assert sorted(run.name for run in runs) == [f"provision-tenant/{spec.name}"] * 2
+    assert sorted(run.name for run in runs) == [f"provision-tenant/{spec.name}"] * 3
     assert all(run.state is not None and run.state.is_completed() for run in runs)
     kept = everything_prefect_keeps([run.id for run in runs])
     texts = {
         "prefect": kept,
         "logs": captured_logs.text,
-        "results": "".join(change.model_dump_json() for change in [*first, *second]),
+        "results": "".join(change.model_dump_json() for change in [*first, *second, *plan]),
     }
     secrets = {
         **values,
