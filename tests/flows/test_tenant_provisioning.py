@@ -220,38 +220,40 @@ def test_dry_run_writes_nothing_and_reports_the_plan(tenant_systems: TenantSyste
     assert project.mergerequests.list(get_all=True) == []
 
 
-@pytest.mark.parametrize(
-    ("field", "bad_value", "message"),
-    [
-        ("name", "Acme_Corp", "name: String should match pattern"),
-        (
-            "quotas",
-            {"hard": {"requests.cpu": "-2"}},
-            "quotas.hard.requests.cpu: Value error, '-2' is negative",
-        ),
-        (
-            "aws",
-            {"connection": "aws", "region": "eu-west-1", "bucket": "Tenant_Data"},
-            "aws.bucket: Value error, aws:s3:bucket/Tenant_Data: a bucket name has only "
-            "lowercase letters",
-        ),
-        ("owners", [], "owners: List should have at least 1 item"),
-        ("secrets", [{"name": "db", "stores": ["kubernetes"]}], "secrets: Value error, generated"),
-    ],
-)
+INVALID_FIELDS = [
+    ("name", "Acme_Corp", "name: String should match pattern"),
+    (
+        "quotas",
+        {"hard": {"requests.cpu": "-2"}},
+        "quotas.hard.requests.cpu: Value error, '-2' is negative",
+    ),
+    (
+        "aws",
+        {"connection": "aws", "region": "eu-west-1", "bucket": "Tenant_Data"},
+        "aws.bucket: Value error, aws:s3:bucket/Tenant_Data: a bucket name has only "
+        "lowercase letters",
+    ),
+    ("owners", [], "owners: List should have at least 1 item"),
+    ("secrets", [{"name": "db", "stores": ["kubernetes"]}], "secrets: Value error, generated"),
+]
+
+
 def test_an_invalid_spec_fails_before_any_write_naming_the_field(
-    tenant_systems: TenantSystems, field: str, bad_value: object, message: str
+    tenant_systems: TenantSystems,
 ) -> None:
-    document = tenant_systems.spec(name="acme-bad").model_dump(mode="json", by_alias=True)
-    document[field] = bad_value
-    if field == "secrets":
-        document["vault"] = None
-    with pytest.raises(InvalidInputError, match=re.escape(message)):
-        provision_tenant(document)
-    with pytest.raises(ValidationError, match=re.escape(field)):
-        TenantSpec.model_validate(document)
+    for field, bad_value, message in INVALID_FIELDS:
+        document = tenant_systems.spec(name="acme-bad").model_dump(mode="json", by_alias=True)
+        document[field] = bad_value
+        if field == "secrets":
+            document["vault"] = None
+        with pytest.raises(InvalidInputError, match=re.escape(message)):
+            provision_tenant(document)
+        with pytest.raises(ValidationError, match=re.escape(field)):
+            TenantSpec.model_validate(document)
     assert tenant_systems.namespace("acme-bad") is None
     assert tenant_systems.aws("s3").list_buckets()["Buckets"] == []
+    assert tenant_systems.vault_secret("tenants/acme-bad/db") is None
+    assert tenant_systems.gitlab().mergerequests.list(get_all=True) == []
 
 
 def test_a_missing_block_fails_before_any_write_with_its_name_and_how_to_create_it(
