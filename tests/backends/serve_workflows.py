@@ -7,9 +7,9 @@ in a child process of this one, so a test can kill the flow-run process while
 the runner (this process) stays up and reports the crash.
 
 tests/fixtures/workflows.py builds its deployment-name constants from
-`DEPLOYMENT_NAME` and the flow names below. MagicFlow's own workflows (the tenant
-runbooks) are served too, under their request names, as ``prefect.yaml`` deploys
-them. Importing this module serves nothing.
+`DEPLOYMENT_NAME` and the flow names below. The tenant runbooks (`RUNBOOKS`) are
+served too, under their request names, as ``prefect.yaml`` deploys them. Importing
+this module serves nothing.
 """
 
 from __future__ import annotations
@@ -63,12 +63,17 @@ def secret_workflow(token: SecretStr, fail: bool = False, leak: bool = False) ->
     return [Change(resource="test:token/api", action="updated", detail={"length": len(token)})]
 
 
+RUNBOOKS = ("tenant-provisioning", "quota-adjustment")
+"""The tenant runbooks, served under their request names as prefect.yaml deploys them."""
+
+
 def runbook_deployments() -> list[Any]:
-    """MagicFlow's own workflows, each deployed under its request name (as in prefect.yaml)."""
+    """The tenant runbooks' deployments (flows/registry.py says which flow each runs)."""
     from flows.registry import MAGICFLOW_WORKFLOWS
 
     deployments = []
-    for name, path in MAGICFLOW_WORKFLOWS.items():
+    for name in RUNBOOKS:
+        path = MAGICFLOW_WORKFLOWS[name]
         module, _, attribute = path.partition(":")
         runbook = getattr(importlib.import_module(module), attribute)
         deployments.append(runbook.to_deployment(name=name))
