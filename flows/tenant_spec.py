@@ -43,8 +43,8 @@ from pydantic import (
 
 from flows.registry import _describe_errors
 from magicflow.errors import InvalidInputError
-from tasks.aws import _validate_bucket_name as _validate_s3_bucket_name
-from tasks.gcp import _validate_bucket_name as _validate_gcs_bucket_name
+from tasks.aws.s3 import validate_bucket_name as validate_s3_bucket_name
+from tasks.gcp.storage import validate_bucket_name as validate_gcs_bucket_name
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 DNS label (what Kubernetes requires of a namespace name)."""
@@ -235,7 +235,7 @@ class AwsTarget(_Spec):
     @classmethod
     def _s3_accepts_the_name(cls, bucket: str | None) -> str | None:
         if bucket is not None:
-            _validate_s3_bucket_name(f"aws:s3:bucket/{bucket}", bucket)
+            validate_s3_bucket_name(f"aws:s3:bucket/{bucket}", bucket)
         return bucket
 
     @field_validator("ssm_parameters")
@@ -272,7 +272,7 @@ class GcpTarget(_Spec):
     @classmethod
     def _gcs_accepts_the_name(cls, bucket: str | None) -> str | None:
         if bucket is not None:
-            _validate_gcs_bucket_name(bucket)
+            validate_gcs_bucket_name(bucket)
         return bucket
 
 

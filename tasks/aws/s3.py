@@ -36,8 +36,16 @@ _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
-def _validate_bucket_name(resource: str, name: str) -> None:
-    """S3's bucket naming rules for general purpose buckets."""
+def validate_bucket_name(resource: str, name: str) -> None:
+    """Checks a name against S3's naming rules for general purpose buckets.
+
+    Args:
+        resource: The resource to name in the error.
+        name: The bucket name.
+
+    Raises:
+        InvalidInputError: The name breaks a rule (the message says which).
+    """
     require(3 <= len(name) <= 63, resource, "a bucket name has 3 to 63 characters")
     require(
         bool(_BUCKET_NAME.fullmatch(name)),
@@ -181,7 +189,7 @@ def ensure_s3_bucket(
         ```
     """
     resource = f"aws:s3:bucket/{name}"
-    _validate_bucket_name(resource, name)
+    validate_bucket_name(resource, name)
     validate_region(resource, region)
     require(encryption in ("AES256", "aws:kms"), resource, "encryption is AES256 or aws:kms")
     require(
@@ -276,7 +284,7 @@ def list_s3_object_versions(
         ```
     """
     resource = f"aws:s3:bucket/{bucket}"
-    _validate_bucket_name(resource, bucket)
+    validate_bucket_name(resource, bucket)
     credentials = connection(aws_credentials, AwsCredentials)
     with aws_errors(resource):
         s3 = aws_client(credentials, "s3")
@@ -337,7 +345,7 @@ def delete_s3_bucket(
         ```
     """
     resource = f"aws:s3:bucket/{name}"
-    _validate_bucket_name(resource, name)
+    validate_bucket_name(resource, name)
     credentials = connection(aws_credentials, AwsCredentials)
     with aws_errors(resource):
         s3 = aws_client(credentials, "s3")

@@ -33,8 +33,15 @@ _GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}g[l1]e")
 _LOCATION = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,62}")
 
 
-def _validate_bucket_name(name: str) -> None:
-    """Raises `InvalidInputError` unless `name` follows Cloud Storage's bucket naming rules."""
+def validate_bucket_name(name: str) -> None:
+    """Checks a name against Cloud Storage's bucket naming rules.
+
+    Args:
+        name: The bucket name.
+
+    Raises:
+        InvalidInputError: The name breaks a rule (the message says which).
+    """
     resource = f"gcp:gcs:bucket/{name}"
     components = name.split(".")
     if "." in name:
@@ -110,7 +117,7 @@ def ensure_gcs_bucket(
         ```
     """
     resource = f"gcp:gcs:bucket/{name}"
-    _validate_bucket_name(name)
+    validate_bucket_name(name)
     require(_LOCATION, location, resource, "location")
     wanted_labels = validate_labels(resource, labels or {})
     wanted_location = location.upper()
@@ -255,7 +262,7 @@ def list_gcs_object_generations(
         ```
     """
     resource = f"gcp:gcs:bucket/{bucket}"
-    _validate_bucket_name(bucket)
+    validate_bucket_name(bucket)
     client = connection(gcp_connection, GcpConnection).get_cloud_storage_client()
     by_name: dict[str, list[GcsObjectGeneration]] = {}
     with calling(resource, "list the object generations"):
@@ -322,7 +329,7 @@ def delete_gcs_bucket(
         ```
     """
     resource = f"gcp:gcs:bucket/{name}"
-    _validate_bucket_name(name)
+    validate_bucket_name(name)
     client = connection(gcp_connection, GcpConnection).get_cloud_storage_client()
     with calling(resource, "read the bucket"):
         bucket = client.lookup_bucket(name, timeout=REQUEST_TIMEOUT_SECONDS, retry=None)
