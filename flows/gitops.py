@@ -118,7 +118,9 @@ def merge_when_approved(
     """Submits the gate: wait for the merge request's approval (bounded), then merge it.
 
     The wait fails with `DeadlineExceededError` at ``gitops.approval_timeout_seconds``
-    and with `ConflictError` as soon as the merge request is closed.
+    and with `ConflictError` as soon as the merge request is closed. The merge is
+    pinned to the source head that was approved: a push after the approval (which
+    GitLab may not reset approvals for) fails the merge with `ConflictError`.
 
     Args:
         runbook: The run the steps belong to.
@@ -143,12 +145,19 @@ def merge_when_approved(
         interval_seconds=gitops.approval_interval_seconds,
         timeout_seconds=gitops.approval_timeout_seconds,
     )
+    approved = runbook.result_of(approval)
+    if approved is None:
+        runbook.never_started(
+            merge_request.resource, "merge_merge_request", "the merge request was not approved"
+        )
+        return
+    # Pinned to the head that was approved: a push after the approval is refused, not merged.
     runbook.submit(
         merge_request.resource,
         merge_merge_request,
         gitlab,
         gitops.project,
         iid,
+        approved_sha=approved.head_sha,
         remove_source_branch=True,
-        wait_for=[approval],
     )

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from blocks import AwsCredentials, GcpConnection, GitLabConnection, KubernetesConnection
 from flows.gitops import merge_when_approved, propose_file_change
 from flows.registry import _describe_errors
-from flows.runbook import Runbook, runbook_flow, tag_current_run, tenant_lock
+from flows.runbook import Runbook, connection_for, runbook_flow, tag_current_run, tenant_lock
 from flows.tenant_provisioning import RESOURCE_QUOTA_NAME
 from flows.tenant_spec import (
     DNS_LABEL,
@@ -35,7 +35,7 @@ from flows.tenant_spec import (
     _Spec,
     parse_config_file,
 )
-from magicflow import Action, Change, InvalidInputError, NotFoundError, connection, job_logger
+from magicflow import Action, Change, InvalidInputError, NotFoundError, job_logger
 from tasks import (
     RepositoryFile,
     ensure_resource_quota,
@@ -163,7 +163,9 @@ def adjust_quota(
         ```
     """
     tenant, change, reason, dry_run, gitops = _validated(tenant, quotas, reason, dry_run, gitops)
-    gitlab = connection(gitops.connection, GitLabConnection)
+    gitlab = connection_for(
+        f"tenant:{tenant}", "gitops.connection", gitops.connection, GitLabConnection
+    )
     tag_current_run([f"tenant:{tenant}"])
     with tenant_lock(tenant), tags(f"tenant:{tenant}"):
         runbook = Runbook(WORKFLOW_NAME, tenant, dry_run)
@@ -274,17 +276,19 @@ class _Plan:
         if change.kubernetes:
             if spec.kubernetes is None:
                 raise InvalidInputError(resource, "quotas.kubernetes: the tenant has no cluster")
-            kubernetes = connection(spec.kubernetes.connection, KubernetesConnection)
+            kubernetes = connection_for(
+                resource, "kubernetes.connection", spec.kubernetes.connection, KubernetesConnection
+            )
         if change.aws:
             name = aws_connection or (spec.aws.connection if spec.aws else None)
             if name is None:
                 raise InvalidInputError(resource, "quotas.aws: the tenant has no AWS connection")
-            aws = connection(name, AwsCredentials)
+            aws = connection_for(resource, "aws_connection", name, AwsCredentials)
         if change.gcp:
             name = gcp_connection or (spec.gcp.connection if spec.gcp else None)
             if name is None:
                 raise InvalidInputError(resource, "quotas.gcp: the tenant has no GCP connection")
-            gcp = connection(name, GcpConnection)
+            gcp = connection_for(resource, "gcp_connection", name, GcpConnection)
             if spec.gcp and spec.gcp.project and not gcp_connection:
                 gcp = gcp.model_copy(update={"project": spec.gcp.project})
         plan = cls(spec, change, kubernetes, aws, gcp)

@@ -51,6 +51,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from prefect import Flow, Task, get_client, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.blocks.core import Block
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
@@ -62,12 +63,20 @@ from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from magicflow import Action, Change, DeadlineExceededError, MagicFlowError, job_logger
+from magicflow import (
+    Action,
+    Change,
+    DeadlineExceededError,
+    MagicFlowError,
+    connection,
+    job_logger,
+)
 from magicflow.changes import summarize_changes
 from magicflow.workflows import workflow
 
 P = ParamSpec("P")
 R = TypeVar("R")
+B = TypeVar("B", bound=Block)
 
 Undo = Callable[[Change], Change]
 """Undoes what a step created, given the step's `Change` (e.g. to read an id from it)."""
@@ -206,6 +215,34 @@ class Step:
     def finished_at(self) -> datetime | None:
         """When the step's job finished, for the rollback order."""
         return self.future.state.timestamp if self.future is not None else None
+
+
+def connection_for(resource: str, field: str, name: str, block_type: type[B]) -> B:
+    """Loads the block a request's field names, or fails naming the field.
+
+    Args:
+        resource: What the request is about, e.g. ``tenant-spec:acme``.
+        field: The field that names the block, e.g. ``aws.connection``.
+        name: The block's name.
+        block_type: The block's type.
+
+    Returns:
+        The block.
+
+    Raises:
+        NotFoundError: No such block; the message names the field, the block and how
+            to create it.
+        InvalidInputError: The name is that of a block of another type.
+
+    Example:
+        ```python
+        vault = connection_for("tenant-spec:acme", "vault.connection", "vault", VaultConnection)
+        ```
+    """
+    try:
+        return connection(name, block_type)
+    except MagicFlowError as error:
+        raise type(error)(resource, f"{field}: {error.cause}") from None
 
 
 def undo_with(undo_job: Task[..., Change], *args: Any, **kwargs: Any) -> Undo:

@@ -24,7 +24,14 @@ from blocks import (
     VaultConnection,
 )
 from flows.gitops import merge_when_approved, propose_file_change
-from flows.runbook import Runbook, runbook_flow, tag_current_run, tenant_lock, undo_with
+from flows.runbook import (
+    Runbook,
+    connection_for,
+    runbook_flow,
+    tag_current_run,
+    tenant_lock,
+    undo_with,
+)
 from flows.tenant_spec import GeneratedSecret, SecretStore, TenantSpec, load_tenant_spec
 from magicflow import Action, Change, InvalidInputError
 from tasks import (
@@ -77,15 +84,7 @@ class Connections:
 
 
 def _load_block(spec: TenantSpec, field: str, block_type: type[B], name: str) -> B:
-    try:
-        return block_type.load(name)  # type: ignore[return-value]
-    except ValueError:  # Prefect's answer for "no block document of this type and name"
-        raise InvalidInputError(
-            f"tenant-spec:{spec.name}",
-            f"{field}.connection: there is no {block_type.__name__} block named {name!r}; "
-            f"create it in the Prefect UI (Blocks) or with {block_type.__name__}(...).save("
-            f"{name!r})",
-        ) from None
+    return connection_for(f"tenant-spec:{spec.name}", f"{field}.connection", name, block_type)
 
 
 def load_connections(spec: TenantSpec) -> Connections:
@@ -100,8 +99,9 @@ def load_connections(spec: TenantSpec) -> Connections:
         The loaded blocks.
 
     Raises:
-        InvalidInputError: A named block does not exist; the message names the spec's
-            field and how to create the block.
+        NotFoundError: A named block does not exist; the message names the spec's
+            field, the block and how to create it.
+        InvalidInputError: A name is that of a block of another type.
     """
     aws = gcp = None
     if spec.aws is not None:
@@ -149,9 +149,10 @@ def provision_tenant(
 ) -> list[Change]:
     """Provisions a tenant: the runbook, step by step.
 
-    1. Check the spec and load every connection it names. A bad spec or a missing
-       block fails here, before anything is written, with an `InvalidInputError`
-       naming the field.
+    1. Check the spec and load every connection it names. A bad spec fails here,
+       before anything is written, with an `InvalidInputError` naming the field; a
+       missing block with a `NotFoundError` naming the field, the block and how to
+       create it.
     2. Take the tenant's lock: another provisioning or quota adjustment of the same
        tenant waits until this run ends; other tenants run in parallel.
     3. Run the independent branches at once (a system the spec leaves out is
@@ -197,7 +198,9 @@ def provision_tenant(
         spec reports only ``unchanged`` and ``skipped``.
 
     Raises:
-        InvalidInputError: The spec or a flag is not valid, or a block is missing.
+        InvalidInputError: The spec or a flag is not valid.
+        NotFoundError: A block the spec names does not exist (the message says which
+            field, and how to create the block).
         MagicFlowError: A step failed (of that step's error type); see the report.
 
     Example:

@@ -15,11 +15,10 @@ from flows import QuotaChange, adjust_quota
 from flows.tenant_provisioning import RESOURCE_QUOTA_NAME
 from flows.tenant_spec import AwsQuota, GcpQuota, GitOpsTarget, TenantSpec
 from magicflow import Action, ConflictError, InvalidInputError, NotFoundError
-from tests.fixtures.aws import aws_credentials_for
+from tests.fixtures.aws import fake_state, seed_fake
 from tests.fixtures.gcp import CloudQuotasFake
 from tests.fixtures.tenants import Reviewer, TenantSystems
-from tests.tasks.test_aws import fake_state, quota, seed_fake
-from tests.tasks.test_aws import quota_fake as quota_fake  # a fixture
+from tests.tasks.test_aws import quota
 from tests.tasks.test_gcp import COMPUTE, CPUS, cpus_quota
 
 REASON = "Black Friday load test"
@@ -49,10 +48,11 @@ def tenant(
         spec.name,
         {"metadata": {"name": RESOURCE_QUOTA_NAME}, "spec": {"hard": dict(spec.quotas.hard)}},  # type: ignore[union-attr]
     )
+    quotas_block = f"aws-quotas-{spec.name}"
+    tenant_systems.wire.aws_quotas().save(quotas_block, overwrite=True)  # empties the fake
     seed_fake(quota_fake, {"quotas": [quota("L-1216C47A", 32)]})
     cloud_quotas.seed_quota_info(cpus_quota())
-    quotas_block = f"aws-quotas-{spec.name}"
-    aws_credentials_for(quota_fake).save(quotas_block, overwrite=True)
+    tenant_systems.wire.reset()
     return {
         "spec": spec,
         "gitops": spec.gitops,
@@ -127,13 +127,14 @@ def test_adjustment_is_proposed_approved_merged_and_applied(
 
     # The same request again: the file holds it and every request is filed, so no
     # second merge request and no second quota request.
-    again = adjust_quota(
-        spec.name,
-        request(),
-        REASON,
-        gitops=tenant["gitops"],
-        aws_connection=tenant["aws_connection"],
-    )
+    with tenant_systems.wire.no_writes():
+        again = adjust_quota(
+            spec.name,
+            request(),
+            REASON,
+            gitops=tenant["gitops"],
+            aws_connection=tenant["aws_connection"],
+        )
     assert {c.action for c in again} == {Action.UNCHANGED}, again
     assert len(project.mergerequests.list(get_all=True)) == 1
     assert len(fake_state(tenant["quota_fake"])["requests"]) == 1
@@ -158,9 +159,10 @@ def test_a_request_that_changes_nothing_opens_no_merge_request(
     spec: TenantSpec = tenant["spec"]
     file_before = main_file(tenant_systems, spec)
 
-    changes = adjust_quota(
-        spec.name, QuotaChange(kubernetes={"pods": "20"}), REASON, gitops=tenant["gitops"]
-    )
+    with tenant_systems.wire.no_writes():
+        changes = adjust_quota(
+            spec.name, QuotaChange(kubernetes={"pods": "20"}), REASON, gitops=tenant["gitops"]
+        )
 
     assert [(c.resource, c.action) for c in changes] == [
         (f"k8s:resourcequota/{spec.name}/{RESOURCE_QUOTA_NAME}#pods", Action.UNCHANGED)
@@ -177,14 +179,15 @@ def test_a_request_that_changes_nothing_opens_no_merge_request(
         f"Quotas of tenant {spec.name}: nothing to change, no merge request was opened"
     )
 
-    plan = adjust_quota(
-        spec.name,
-        request(),
-        REASON,
-        dry_run=True,
-        gitops=tenant["gitops"],
-        aws_connection=tenant["aws_connection"],
-    )
+    with tenant_systems.wire.no_writes():
+        plan = adjust_quota(
+            spec.name,
+            request(),
+            REASON,
+            dry_run=True,
+            gitops=tenant["gitops"],
+            aws_connection=tenant["aws_connection"],
+        )
     assert all(c.dry_run for c in plan)
     assert tenant_systems.gitlab().mergerequests.list(get_all=True) == []
     assert live_hard(tenant_systems, spec) == dict(spec.quotas.hard)  # type: ignore[union-attr]
@@ -206,6 +209,11 @@ def test_a_closed_merge_request_fails_the_run_and_applies_nothing(
             gitops=tenant["gitops"],
             aws_connection=tenant["aws_connection"],
         )
+
+    # The run proposed the change (GitLab writes) and applied nothing anywhere else.
+    assert tenant_systems.wire.writes("gitlab")
+    for backend in ("kubernetes", "aws_quotas", "cloud_quotas"):
+        assert tenant_systems.wire.writes(backend) == [], backend
 
     assert [mr.state for mr in tenant_systems.gitlab().mergerequests.list(get_all=True)] == [
         "closed"

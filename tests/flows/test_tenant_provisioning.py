@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 
 import pytest
 from prefect import get_client
@@ -18,10 +19,9 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from pydantic import ValidationError
 
-from blocks import GcpConnection
 from flows import TenantSpec, provision_tenant
 from flows.tenant_provisioning import LIMIT_RANGE_NAME, RESOURCE_QUOTA_NAME
-from magicflow import Action, Change, InvalidInputError, PermissionDeniedError
+from magicflow import Action, Change, InvalidInputError, NotFoundError, PermissionDeniedError
 from tests.fixtures.processes import FaultProxy
 from tests.fixtures.tenants import (
     TRUST_POLICY,
@@ -96,6 +96,8 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
     spec = tenant_systems.spec()
     with reviewer.approving():
         first = provision_tenant(spec)
+    wire = tenant_systems.wire
+    first_writes = {backend: len(wire.writes(backend)) for backend in wire.proxies}
 
     values = generated_values(tenant_systems, spec)
     assert_tenant_exists(tenant_systems, spec, values)
@@ -105,9 +107,20 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
     assert actions["updated"] == [f"gitlab:project/{tenant_systems.gitlab_project}/merge_request/1"]
     assert len(actions["created"]) == 17
 
-    second = provision_tenant(spec)
+    # Every backend saw writes the first time (the proxies are in the path) ...
+    assert {b for b, n in first_writes.items() if n} == {
+        "kubernetes",
+        "vault",
+        "aws",
+        "secret_manager",  # drongo: Cloud Storage and Secret Manager
+        "gitlab",
+    }, first_writes
+    # ... and none at all the second time, nor in a dry run.
+    with tenant_systems.wire.no_writes():
+        second = provision_tenant(spec)
     assert {change.action for change in second} == {Action.UNCHANGED}, by_action(second)
-    plan = provision_tenant(spec, dry_run=True)
+    with tenant_systems.wire.no_writes():
+        plan = provision_tenant(spec, dry_run=True)
     assert [(c.resource, c.action, c.dry_run) for c in plan] == [
         (c.resource, c.action, True) for c in second
     ]
@@ -195,7 +208,8 @@ def test_dry_run_writes_nothing_and_reports_the_plan(tenant_systems: TenantSyste
     project = tenant_systems.gitlab()
     branches_before = {branch.name for branch in project.branches.list(get_all=True)}
 
-    plan = provision_tenant(spec, dry_run=True)
+    with tenant_systems.wire.no_writes():
+        plan = provision_tenant(spec, dry_run=True)
 
     assert all(change.dry_run for change in plan)
     actions = by_action(plan)
@@ -254,6 +268,7 @@ def test_an_invalid_spec_fails_before_any_write_naming_the_field(
     assert tenant_systems.aws("s3").list_buckets()["Buckets"] == []
     assert tenant_systems.vault_secret("tenants/acme-bad/db") is None
     assert tenant_systems.gitlab().mergerequests.list(get_all=True) == []
+    assert tenant_systems.wire.requests() == [], "an invalid spec reached a backend"
 
 
 def test_a_missing_block_fails_before_any_write_with_its_name_and_how_to_create_it(
@@ -261,27 +276,26 @@ def test_a_missing_block_fails_before_any_write_with_its_name_and_how_to_create_
 ) -> None:
     spec = tenant_systems.spec()
     aws = spec.aws.model_copy(update={"connection": "no-such-aws"})  # type: ignore[union-attr]
-    with pytest.raises(InvalidInputError) as failure:
+    with pytest.raises(NotFoundError) as failure:
         provision_tenant(spec.model_copy(update={"aws": aws}))
     assert str(failure.value) == (
-        f"tenant-spec:{spec.name}: aws.connection: there is no AwsCredentials block named "
-        "'no-such-aws'; create it in the Prefect UI (Blocks) or with "
-        "AwsCredentials(...).save('no-such-aws')"
+        f"tenant-spec:{spec.name}: aws.connection: no AwsCredentials block is saved as "
+        "'no-such-aws'; create it with AwsCredentials(...).save('no-such-aws') or in the "
+        "Prefect UI under Blocks"
     )
     assert tenant_systems.namespace(spec.name) is None
     assert tenant_systems.vault_secret(f"tenants/{spec.name}/db") is None
+    assert tenant_systems.wire.requests() == [], "a spec naming a missing block reached a backend"
 
 
 @pytest.fixture
-def failing_gcs(tenant_systems: TenantSystems, fault_proxy_factory) -> FaultProxy:
-    """The tenant's GCP block sends Cloud Storage through a fault proxy: bucket creation
-    answers 403 (a permanent failure, never retried) until the test clears it."""
-    proxy = fault_proxy_factory(tenant_systems.drongo_url)
-    block = GcpConnection.load(tenant_systems.blocks["gcp"])
-    block.storage_endpoint = proxy.url
-    block.save(tenant_systems.blocks["gcp"], overwrite=True)
+def failing_gcs(tenant_systems: TenantSystems) -> Iterator[FaultProxy]:
+    """Cloud Storage's proxy answers bucket creation with 403 (a permanent failure,
+    never retried) until the test clears it."""
+    proxy = tenant_systems.wire.proxies["secret_manager"]  # drongo: Storage and Secret Manager
     proxy.fail(status=403, count=1000, method="POST", path=r"^/storage/v1/b\?")
-    return proxy
+    yield proxy
+    proxy.clear()
 
 
 def run_failure(spec: TenantSpec, **options: object) -> tuple[BaseException, FlowRun]:
@@ -311,6 +325,8 @@ def test_a_failed_branch_with_rollback_undoes_only_what_the_run_created(
         path=f"tenants/{spec.name}/db", secret={"password": "kept-before-the-run"}
     )
 
+    tenant_systems.wire.reset()
+
     error, run = run_failure(spec, rollback_on_failure=True)
 
     assert isinstance(error, PermissionDeniedError)
@@ -326,6 +342,8 @@ def test_a_failed_branch_with_rollback_undoes_only_what_the_run_created(
         path=f"tenants/{spec.name}/db", mount_point="secret", raise_on_deleted_version=True
     )["data"]
     assert (db["data"], db["metadata"]["version"]) == ({"password": "kept-before-the-run"}, 1)
+    vault_writes = [str(r) for r in tenant_systems.wire.writes("vault")]
+    assert not [w for w in vault_writes if w.endswith(f"/tenants/{spec.name}/db")], vault_writes
     # ... and everything the run created is gone.
     assert tenant_systems.namespace(spec.name) is None
     assert tenant_systems.vault_secret(f"tenants/{spec.name}/api") is None

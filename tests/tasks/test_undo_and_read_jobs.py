@@ -1,9 +1,10 @@
 """The jobs the runbooks added: undo (delete, close), reads, and the explicit rotation.
 
-Each undo job is checked the same way, against the real backend and with the tests'
-own client: a dry run leaves the resource, the job deletes it, and a second call finds
-nothing to do. What an undo must never destroy (a bucket with objects, the default
-branch, a merged merge request) is refused.
+Each undo job is checked the same way, against the real backend behind its recording
+proxy and with the tests' own client: a dry run leaves the resource and sends no write,
+the job deletes it, and a second call finds nothing to do and sends no write. What an
+undo must never destroy (a bucket with objects, the default branch, a merged merge
+request) is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from google.cloud import storage
 from kubernetes import client as k8s
 from pydantic import SecretStr
 
-from blocks import AwsCredentials, GcpConnection, GitLabConnection, KubernetesConnection
 from magicflow import Action, ConflictError
 from tasks import (
     close_merge_request,
@@ -45,24 +45,30 @@ from tasks import (
 )
 from tests.fixtures.aws import AWS_REGION
 from tests.fixtures.gcp import GCP_PROJECT
+from tests.fixtures.recording import RecordingProxies
 from tests.fixtures.tenants import TRUST_POLICY
 
 
-def undo_three_times(undo: Any, exists: Any) -> None:
-    """Dry run (kept), real run (gone), again (absent, nothing to do)."""
+def undo_three_times(wire: RecordingProxies, undo: Any, exists: Any) -> None:
+    """Dry run (kept, no write), real run (gone), again (absent, no write)."""
     assert exists()
-    planned = undo(dry_run=True)
+    with wire.no_writes():
+        planned = undo(dry_run=True)
     assert (planned.action, planned.dry_run) == (Action.DELETED, True)
     assert exists(), "a dry run deleted it"
+    wire.reset()
     assert undo().action is Action.DELETED
+    assert wire.writes(), "the delete did not go through the proxy"
     assert not exists()
-    again = undo()
+    with wire.no_writes():
+        again = undo()
     assert (again.action, again.detail) == (Action.UNCHANGED, {"absent": True})
 
 
 def test_kubernetes_undo_and_quota_read(
-    kubernetes: KubernetesConnection, kubernetes_core: k8s.CoreV1Api, k8s_namespace: str
+    recording_proxies: RecordingProxies, kubernetes_core: k8s.CoreV1Api, k8s_namespace: str
 ) -> None:
+    kubernetes = recording_proxies.kubernetes()
     kubernetes_core.create_namespaced_resource_quota(
         k8s_namespace, {"metadata": {"name": "q"}, "spec": {"hard": {"pods": "10"}}}
     )
@@ -82,20 +88,26 @@ def test_kubernetes_undo_and_quota_read(
         return True
 
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_namespaced_object(kubernetes, "ResourceQuota", k8s_namespace, "q", **o),
         lambda: present(kubernetes_core.read_namespaced_resource_quota, "q", k8s_namespace),
     )
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_namespaced_object(kubernetes, "Secret", k8s_namespace, "s", **o),
         lambda: present(kubernetes_core.read_namespaced_secret, "s", k8s_namespace),
     )
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_namespace(kubernetes, k8s_namespace, **o),
         lambda: present(kubernetes_core.read_namespace, k8s_namespace),
     )
 
 
-def test_vault_rotation_and_undo(vault, vault_kv, vault_path: str) -> None:
+def test_vault_rotation_and_undo(
+    recording_proxies: RecordingProxies, vault_kv: Any, vault_path: str
+) -> None:
+    vault = recording_proxies.vault()
     vault_kv.create_or_update_secret(path=vault_path, secret={"password": "old", "user": "app"})
 
     rotated = rotate_generated_kv_secret(vault, vault_path, key="password", length=24)
@@ -113,10 +125,14 @@ def test_vault_rotation_and_undo(vault, vault_kv, vault_path: str) -> None:
             return False
         return True
 
-    undo_three_times(lambda **o: delete_kv_secret(vault, vault_path, **o), exists)
+    undo_three_times(
+        recording_proxies, lambda **o: delete_kv_secret(vault, vault_path, **o), exists
+    )
 
 
-def test_aws_undo(aws_credentials: AwsCredentials, moto_server: str) -> None:
+def test_aws_undo(recording_proxies: RecordingProxies, moto_server: str) -> None:
+    aws_credentials = recording_proxies.aws()
+
     def client(service: str) -> Any:
         return boto3.client(
             service,
@@ -148,6 +164,7 @@ def test_aws_undo(aws_credentials: AwsCredentials, moto_server: str) -> None:
         return {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_s3_bucket(aws_credentials, "undo-empty", **o),
         lambda: "undo-empty" in bucket_names(),
     )
@@ -155,28 +172,26 @@ def test_aws_undo(aws_credentials: AwsCredentials, moto_server: str) -> None:
         delete_s3_bucket(aws_credentials, "undo-full")
     assert "undo-full" in bucket_names()
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_iam_role(aws_credentials, "undo-role", **o),
         lambda: "undo-role" in {r["RoleName"] for r in iam.list_roles()["Roles"]},
     )
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_ssm_parameter(aws_credentials, "/undo/p", **o),
         lambda: bool(ssm.describe_parameters()["Parameters"]),
     )
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_secretsmanager_secret(aws_credentials, "undo/s", **o),
         lambda: bool(secrets.list_secrets()["SecretList"]),
     )
 
 
-def test_gcp_undo(secret_manager_emulator: str, cloud_quotas_server: str) -> None:
+def test_gcp_undo(recording_proxies: RecordingProxies, secret_manager_emulator: str) -> None:
     # drongo's Cloud Storage and Secret Manager (see tests/fixtures/tenants.py).
-    gcp = GcpConnection(
-        project=GCP_PROJECT,
-        anonymous=True,
-        storage_endpoint=secret_manager_emulator,
-        secret_manager_endpoint=secret_manager_emulator,
-        cloud_quotas_endpoint=cloud_quotas_server,
-    )
+    proxied = recording_proxies.gcp()
+    gcp = proxied.model_copy(update={"storage_endpoint": proxied.secret_manager_endpoint})
     storage_client = storage.Client(
         project=GCP_PROJECT,
         credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
@@ -190,6 +205,7 @@ def test_gcp_undo(secret_manager_emulator: str, cloud_quotas_server: str) -> Non
     ensure_gcp_secret(gcp, secret_id, SecretStr("v"))
 
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_gcs_bucket(gcp, f"undo-empty-{suffix}", **o),
         lambda: storage_client.lookup_bucket(f"undo-empty-{suffix}") is not None,
     )
@@ -206,12 +222,15 @@ def test_gcp_undo(secret_manager_emulator: str, cloud_quotas_server: str) -> Non
             return False
         return True
 
-    undo_three_times(lambda **o: delete_gcp_secret(gcp, secret_id, **o), secret_exists)
+    undo_three_times(
+        recording_proxies, lambda **o: delete_gcp_secret(gcp, secret_id, **o), secret_exists
+    )
 
 
 def test_gitlab_undo_and_file_read(
-    gitlab: GitLabConnection, gitlab_server: str, gitlab_project: str
+    recording_proxies: RecordingProxies, gitlab_server: str, gitlab_project: str
 ) -> None:
+    gitlab = recording_proxies.gitlab()
     api = python_gitlab.Gitlab(gitlab_server, private_token="glpat-root").projects.get(
         gitlab_project
     )
@@ -234,13 +253,17 @@ def test_gitlab_undo_and_file_read(
     def state() -> str:
         return str(api.mergerequests.get(merge_request.iid).state)
 
-    planned = close_merge_request(gitlab, gitlab_project, merge_request.iid, dry_run=True)
+    with recording_proxies.no_writes():
+        planned = close_merge_request(gitlab, gitlab_project, merge_request.iid, dry_run=True)
     assert (planned.action, state()) == (Action.UPDATED, "opened")
     assert close_merge_request(gitlab, gitlab_project, merge_request.iid).action is Action.UPDATED
     assert state() == "closed"
-    assert close_merge_request(gitlab, gitlab_project, merge_request.iid).action is Action.UNCHANGED
+    with recording_proxies.no_writes():
+        again = close_merge_request(gitlab, gitlab_project, merge_request.iid)
+    assert again.action is Action.UNCHANGED
 
     undo_three_times(
+        recording_proxies,
         lambda **o: delete_branch(gitlab, gitlab_project, "feature", **o),
         lambda: "feature" in {b.name for b in api.branches.list(get_all=True)},
     )
