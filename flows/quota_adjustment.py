@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from blocks import AwsCredentials, GcpConnection, GitLabConnection, KubernetesConnection
 from flows.gitops import merge_when_approved, propose_file_change
-from flows.registry import _describe_errors
+from flows.registry import describe_validation_errors
 from flows.runbook import Runbook, connection_for, runbook_flow, tag_current_run, tenant_lock
 from flows.tenant_provisioning import RESOURCE_QUOTA_NAME
 from flows.tenant_spec import (
@@ -91,7 +91,7 @@ def _validated(
         change = quotas if isinstance(quotas, QuotaChange) else QuotaChange.model_validate(quotas)
         target = gitops if isinstance(gitops, GitOpsTarget) else GitOpsTarget.model_validate(gitops)
     except ValidationError as error:
-        raise InvalidInputError(resource, _describe_errors(error)) from None
+        raise InvalidInputError(resource, describe_validation_errors(error, "(request)")) from None
     return tenant, change, reason.strip(), dry_run, target
 
 

@@ -41,7 +41,7 @@ from pydantic import (
     field_validator,
 )
 
-from flows.registry import _describe_errors
+from flows.registry import describe_validation_errors
 from magicflow.errors import InvalidInputError
 from tasks.aws.s3 import validate_bucket_name as validate_s3_bucket_name
 from tasks.gcp.storage import validate_bucket_name as validate_gcs_bucket_name
@@ -434,7 +434,7 @@ def load_tenant_spec(value: TenantSpec | Mapping[str, Any]) -> TenantSpec:
     try:
         return TenantSpec.model_validate(value)
     except ValidationError as error:
-        raise InvalidInputError(resource, _describe_errors(error)) from None
+        raise InvalidInputError(resource, describe_validation_errors(error, "(spec)")) from None
 
 
 def parse_config_file(text: str, resource: str) -> TenantSpec:
@@ -459,6 +459,7 @@ def parse_config_file(text: str, resource: str) -> TenantSpec:
     try:
         return TenantSpec.model_validate(document)
     except ValidationError as error:
+        problems = describe_validation_errors(error, "(spec)")
         raise InvalidInputError(
-            resource, f"the tenant's config file is not a valid spec: {_describe_errors(error)}"
+            resource, f"the tenant's config file is not a valid spec: {problems}"
         ) from None
