@@ -146,6 +146,8 @@ async def test_a_tenant_request_on_kafka_runs_to_completed_and_reports_its_statu
         statuses,
         served_workflows.log_tail(),
     )
+    assert [s["dry_run"] for s in statuses] == [False] * 4
+    assert [s["seq"] for s in statuses] == sorted(s["seq"] for s in statuses)
     final = statuses[-1]
     assert final["workflow"] == "provision-tenant"
     changes = final["changes"]
