@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -17,6 +18,11 @@ from prefect.client.schemas.filters import (
     TaskRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import (
+    PREFECT_LOCAL_STORAGE_PATH,
+    PREFECT_RESULTS_PERSIST_BY_DEFAULT,
+    temporary_settings,
+)
 from pydantic import ValidationError
 
 from flows import TenantSpec, provision_tenant
@@ -91,10 +97,13 @@ def assert_tenant_exists(systems: TenantSystems, spec: TenantSpec, values: dict[
 
 
 def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
-    tenant_systems: TenantSystems, reviewer: Reviewer, captured_logs
+    tenant_systems: TenantSystems, reviewer: Reviewer, captured_logs, tmp_path: Path
 ) -> None:
     spec = tenant_systems.spec()
-    with reviewer.approving():
+    # As deployed (prefect.yaml's flow-run env): every result is persisted.
+    results = tmp_path / "results"
+    persisted = {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True, PREFECT_LOCAL_STORAGE_PATH: results}
+    with reviewer.approving(), temporary_settings(persisted):
         first = provision_tenant(spec)
     wire = tenant_systems.wire
     first_writes = {backend: len(wire.writes(backend)) for backend in wire.proxies}
@@ -135,6 +144,11 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
         "prefect": kept,
         "logs": captured_logs.text,
         "results": "".join(change.model_dump_json() for change in [*first, *second, *plan]),
+        "result storage": "".join(
+            path.read_bytes().decode(errors="replace")
+            for path in results.rglob("*")
+            if path.is_file()
+        ),
     }
     secrets = {
         **values,
@@ -145,6 +159,7 @@ def test_provisioning_creates_every_resource_and_a_rerun_changes_nothing(
         for where, text in texts.items():
             assert value not in text, f"the {secret_name} leaked into {where}"
     assert "provision-tenant" in kept and spec.name in kept  # the scan read real records
+    assert list(results.rglob("*")), "nothing was persisted where the scan looked"
 
 
 def test_rotate_secrets_writes_new_values_everywhere(
