@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,13 +47,13 @@ from typing import Any
 from deployments.local_servers import (
     BackendProcess,
     free_port,
-    http_ready,
+    postgres,
+    prefect_server,
     tansu_broker_argv,
     tcp_ready,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path(os.environ.get("MAGICFLOW_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 FLOW_NAME = "bench-noop"
 LISTENER_DEPLOYMENT = f"{FLOW_NAME}/bench"
 TRIGGER_DEPLOYMENT_NAME = "bench-trigger"
@@ -62,85 +61,7 @@ TRIGGER_EVENT = "magicflow.bench.request"
 
 
 # ---------------------------------------------------------------- processes
-# Servers are started and stopped by `deployments.local_servers` (as in the tests);
-# only PostgreSQL, which daemonizes itself, is driven by its own pg_ctl here.
-
-
-@contextmanager
-def postgres(workdir: Path) -> Iterator[str]:
-    """A private PostgreSQL cluster owned by the ``postgres`` user; yields an asyncpg URL."""
-    data = workdir / "pgdata"
-    data.mkdir()
-    shutil.chown(data, "postgres")
-    workdir.chmod(0o755)
-    log = workdir / "postgres.log"
-    log.touch()
-    shutil.chown(log, "postgres")
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data)]
-    subprocess.run(
-        [
-            *as_postgres,
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    port = free_port()
-    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=300"
-    # -w: returns once the server accepts connections.
-    subprocess.run(
-        [*pg_ctl, "-l", str(log), "-o", options, "-w", "start"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        # "fast" shutdown of the postmaster named in this cluster's own postmaster.pid.
-        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
-
-
-@contextmanager
-def prefect_server(workdir: Path, database_url: str) -> Iterator[str]:
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    server = BackendProcess(
-        "prefect-server",
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        http_ready(f"{api}/health"),
-        workdir,
-        env={
-            "PREFECT_HOME": str(workdir / "prefect-home"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        },
-        timeout=180,
-    )
-    try:
-        yield api
-    finally:
-        server.stop(timeout=20)
+# Servers are started and stopped by `deployments.local_servers` (as in the tests).
 
 
 @contextmanager

@@ -18,15 +18,21 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+
+POSTGRES_BIN = Path(os.environ.get("MAGICFLOW_BENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+"""Where PostgreSQL's binaries are (Debian's postgresql-15 package by default)."""
 
 
 def free_port() -> int:
@@ -161,3 +167,87 @@ class BackendProcess:
             self.process.wait(timeout)
         except ProcessLookupError:
             pass
+
+
+@contextmanager
+def postgres(workdir: Path) -> Iterator[str]:
+    """A private PostgreSQL cluster owned by the ``postgres`` user; yields an asyncpg URL.
+
+    Run as root: the cluster is created and run as ``postgres`` with ``runuser``, from
+    the binaries in `POSTGRES_BIN`, and stopped with its own ``pg_ctl``.
+    """
+    data = workdir / "pgdata"
+    data.mkdir()
+    shutil.chown(data, "postgres")
+    workdir.chmod(0o755)
+    log = workdir / "postgres.log"
+    log.touch()
+    shutil.chown(log, "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    pg_ctl = [*as_postgres, str(POSTGRES_BIN / "pg_ctl"), "-D", str(data)]
+    subprocess.run(  # noqa: S603 - fixed argv: PostgreSQL's own tools
+        [
+            *as_postgres,
+            str(POSTGRES_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    port = free_port()
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=300"
+    # -w: returns once the server accepts connections.
+    subprocess.run(  # noqa: S603 - fixed argv: PostgreSQL's own tools
+        [*pg_ctl, "-l", str(log), "-o", options, "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        # "fast" shutdown of the postmaster named in this cluster's own postmaster.pid.
+        subprocess.run(  # noqa: S603 - fixed argv: PostgreSQL's own tools
+            [*pg_ctl, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL
+        )
+
+
+@contextmanager
+def prefect_server(workdir: Path, database_url: str) -> Iterator[str]:
+    """A Prefect API server on `database_url`, its home and log in `workdir`; yields its API URL."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    server = BackendProcess(
+        "prefect-server",
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        http_ready(f"{api}/health"),
+        workdir,
+        env={
+            "PREFECT_HOME": str(workdir / "prefect-home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        },
+        timeout=180,
+    )
+    try:
+        yield api
+    finally:
+        server.stop(timeout=20)

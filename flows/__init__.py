@@ -1,9 +1,50 @@
 """Workflows: Prefect flows, one module per workflow, and the registry Kafka requests use.
 
+- `flows.tenant_provisioning`: `provision_tenant`, a tenant on every system from a
+  `TenantSpec` (`flows.tenant_spec`).
+- `flows.quota_adjustment`: `adjust_quota`, a tenant's quotas changed through a
+  reviewed merge request.
 - `flows.kafka_trigger`: the long-running flow that turns Kafka requests into runs;
   its parts (request checks, runs, dead letters, offsets, the loop, the crash
   follower) are the package `flows.listener`.
 - `flows.registry`: the allow-list of workflows a request may start.
 
 Workflows are decorated with `magicflow.workflow`, so every run publishes its status.
+Names are imported on first use: the listener imports `flows.registry` and
+`flows.kafka_trigger` without loading every workflow's client libraries.
+
+Example:
+    ```python
+    from flows import TenantSpec, provision_tenant
+    ```
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.quota_adjustment import QuotaChange, adjust_quota
+    from flows.tenant_provisioning import provision_tenant
+    from flows.tenant_spec import TenantSpec
+
+_EXPORTS = {
+    "QuotaChange": "flows.quota_adjustment",
+    "TenantSpec": "flows.tenant_spec",
+    "adjust_quota": "flows.quota_adjustment",
+    "provision_tenant": "flows.tenant_provisioning",
+}
+
+__all__ = ["QuotaChange", "TenantSpec", "adjust_quota", "provision_tenant"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flows' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -332,6 +332,8 @@ REDACTED = "**********"
 MAGICFLOW_WORKFLOWS: dict[str, str] = {
     "langflow-run": "flows.langflow:run_langflow",
     "langflow-sync": "flows.langflow:sync_langflow",
+    "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
+    "quota-adjustment": "flows.quota_adjustment:adjust_quota",
 }
 """MagicFlow's own workflows: request name -> ``module:flow``.
 

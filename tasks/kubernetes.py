@@ -24,12 +24,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from blocks import KubernetesConnection
 from magicflow import (
@@ -649,3 +649,197 @@ def ensure_secret(
             namespace,
             patch,
         )
+
+
+# --- reads and undo -------------------------------------------------------------------
+
+
+class ResourceQuotaState(BaseModel):
+    """A ResourceQuota as read by `get_resource_quota`.
+
+    Attributes:
+        resource: ``k8s:resourcequota/<namespace>/<name>``.
+        exists: False when the quota (or its namespace) does not exist.
+        hard: ``spec.hard`` as the API server returns it (resource name -> quantity).
+        used: ``status.used``, when the API server has computed it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    resource: str
+    exists: bool
+    hard: dict[str, str] = Field(default_factory=dict)
+    used: dict[str, str] = Field(default_factory=dict)
+
+
+@job
+def get_resource_quota(
+    kubernetes: KubernetesConnection | str, namespace: str, name: str
+) -> ResourceQuotaState:
+    """Reads a ResourceQuota's hard limits and usage (a read job: it never writes).
+
+    Args:
+        kubernetes: The cluster connection, or the name of a saved one.
+        namespace: The namespace (an RFC 1123 DNS label).
+        name: The quota name (an RFC 1123 DNS subdomain).
+
+    Returns:
+        A `ResourceQuotaState`; ``exists`` is False (and the limits empty) when the
+        quota or its namespace does not exist.
+
+    Raises:
+        InvalidInputError: A name is malformed.
+        PermissionDeniedError: The connection may not read quotas.
+        TransientError: The API server failed or was unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.kubernetes import get_resource_quota
+
+        @flow
+        def cpu_limit(team: str) -> str | None:
+            return get_resource_quota("prod-cluster", team, "default").hard.get("requests.cpu")
+        ```
+    """
+    resource = f"k8s:resourcequota/{namespace}/{name}"
+    _check_name(resource, "namespace", namespace, label=True)
+    _check_name(resource, "quota name", name)
+    with _core_v1(kubernetes) as core:
+        current = _read(core, resource, core.read_namespaced_resource_quota, name, namespace)
+    if current is None:
+        return ResourceQuotaState(resource=resource, exists=False)
+    return ResourceQuotaState(
+        resource=resource,
+        exists=True,
+        hard={
+            key: str(value) for key, value in (current.get("spec", {}).get("hard") or {}).items()
+        },
+        used={
+            key: str(value) for key, value in (current.get("status", {}).get("used") or {}).items()
+        },
+    )
+
+
+def _delete(
+    resource: str,
+    dry_run: bool,
+    read: Callable[..., Any],
+    delete: Callable[..., Any],
+    core: Any,
+    *args: str,
+) -> Change:
+    """Deletes an object that exists; one that does not is ``unchanged`` (nothing to do)."""
+    if _read(core, resource, read, *args) is None:
+        return report(
+            Change(
+                resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail={"absent": True}
+            )
+        )
+    if not dry_run:
+        with _translated(resource, "deleting"):
+            try:
+                delete(*args, _request_timeout=_REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status != 404:  # a 404: deleted by someone else meanwhile, goal reached
+                    raise
+    return report(Change(resource=resource, action=Action.DELETED, dry_run=dry_run))
+
+
+@job
+def delete_namespace(
+    kubernetes: KubernetesConnection | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes a namespace, and with it everything inside it.
+
+    Runbooks call it to undo a namespace they created; the API server then removes
+    the namespace's objects in the background (the namespace is ``Terminating``
+    until it is done).
+
+    Args:
+        kubernetes: The cluster connection, or the name of a saved one.
+        name: The namespace name, an RFC 1123 DNS label.
+        dry_run: Read only, and report what would be deleted.
+
+    Returns:
+        The change to ``k8s:namespace/<name>``: ``deleted``, or ``unchanged`` (detail
+        ``absent``) when it does not exist.
+
+    Raises:
+        InvalidInputError: The name is malformed.
+        PermissionDeniedError: The connection may not delete namespaces.
+        TransientError: The API server failed or was unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.kubernetes import delete_namespace
+
+        @flow
+        def offboard(team: str):
+            delete_namespace("prod-cluster", team)
+        ```
+    """
+    resource = f"k8s:namespace/{name}"
+    _check_name(resource, "namespace name", name, label=True)
+    with _core_v1(kubernetes) as core:
+        return _delete(resource, dry_run, core.read_namespace, core.delete_namespace, core, name)
+
+
+NamespacedKind = Literal["ResourceQuota", "LimitRange", "Secret"]
+"""Kinds `delete_namespaced_object` deletes."""
+
+
+@job
+def delete_namespaced_object(
+    kubernetes: KubernetesConnection | str,
+    kind: NamespacedKind,
+    namespace: str,
+    name: str,
+    dry_run: bool = False,
+) -> Change:
+    """Deletes a ResourceQuota, LimitRange or Secret.
+
+    Args:
+        kubernetes: The cluster connection, or the name of a saved one.
+        kind: ``ResourceQuota``, ``LimitRange`` or ``Secret``.
+        namespace: The namespace (an RFC 1123 DNS label).
+        name: The object's name (an RFC 1123 DNS subdomain).
+        dry_run: Read only, and report what would be deleted.
+
+    Returns:
+        The change to ``k8s:<kind>/<namespace>/<name>`` (kind in lowercase):
+        ``deleted``, or ``unchanged`` (detail ``absent``) when it does not exist.
+
+    Raises:
+        InvalidInputError: A name or the kind is not valid.
+        PermissionDeniedError: The connection may not delete such objects.
+        TransientError: The API server failed or was unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.kubernetes import delete_namespaced_object
+
+        @flow
+        def drop_quota(team: str):
+            delete_namespaced_object("prod-cluster", "ResourceQuota", team, "default")
+        ```
+    """
+    resource = f"k8s:{str(kind).lower()}/{namespace}/{name}"
+    if kind not in ("ResourceQuota", "LimitRange", "Secret"):
+        raise InvalidInputError(
+            resource, f"kind {kind!r} is not ResourceQuota, LimitRange or Secret"
+        )
+    _check_name(resource, "namespace", namespace, label=True)
+    _check_name(resource, f"{kind} name", name)
+    with _core_v1(kubernetes) as core:
+        read, delete = {
+            "ResourceQuota": (
+                core.read_namespaced_resource_quota,
+                core.delete_namespaced_resource_quota,
+            ),
+            "LimitRange": (core.read_namespaced_limit_range, core.delete_namespaced_limit_range),
+            "Secret": (core.read_namespaced_secret, core.delete_namespaced_secret),
+        }[kind]
+        return _delete(resource, dry_run, read, delete, core, name, namespace)

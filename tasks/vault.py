@@ -277,6 +277,18 @@ def ensure_kv_secret(
         return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
 
 
+def _check_generated(resource: str, key: str, length: int) -> None:
+    if not isinstance(key, str) or not key or not key.isprintable():
+        raise InvalidInputError(resource, f"key {key!r} must be a non-empty string")
+    if not isinstance(length, int) or length not in _GENERATED_LENGTHS:
+        raise InvalidInputError(resource, f"length must be 16 to 4096, not {length!r}")
+
+
+def _generated_value(length: int) -> str:
+    """Letters and digits from `secrets` (about 5.95 bits per character)."""
+    return "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
+
+
 @job
 def ensure_generated_kv_secret(
     vault: VaultConnection | str,
@@ -321,10 +333,7 @@ def ensure_generated_kv_secret(
         ```
     """
     block, resource = _target(vault, path)
-    if not isinstance(key, str) or not key or not key.isprintable():
-        raise InvalidInputError(resource, f"key {key!r} must be a non-empty string")
-    if not isinstance(length, int) or length not in _GENERATED_LENGTHS:
-        raise InvalidInputError(resource, f"length must be 16 to 4096, not {length!r}")
+    _check_generated(resource, key, length)
     with _kv_v2(block, resource) as kv:
         current = _read_current(kv, block.kv_mount, path, resource)
         if current.data is not None:
@@ -335,8 +344,8 @@ def ensure_generated_kv_secret(
                     "so it is left alone",
                 )
             return _unchanged(resource, dry_run, version=current.version, policy="create_only")
-        generated = "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
-        return _converge(kv, block.kv_mount, path, resource, current, {key: generated}, dry_run)
+        wanted = {key: _generated_value(length)}
+        return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
 
 
 @job
@@ -394,6 +403,105 @@ def read_kv_secret(vault: VaultConnection | str, path: str, version: int | None 
         )
     job_logger().info("%s: read version %d, keys %s", resource, result.version, sorted(result.data))
     return result
+
+
+@job
+def rotate_generated_kv_secret(
+    vault: VaultConnection | str,
+    path: str,
+    key: str = "password",
+    length: int = 32,
+    dry_run: bool = False,
+) -> Change:
+    """Writes a newly generated random value for `key`: an explicit rotation.
+
+    Where `ensure_generated_kv_secret` keeps an existing value forever, this job
+    always writes a new one (a new version, with check-and-set on the version read,
+    keeping the secret's other keys). The value is never returned or logged: read
+    it with `read_kv_secret` where it is needed.
+
+    Args:
+        vault: The Vault connection (its ``kv_mount`` is the engine), or its saved name.
+        path: The secret's path inside the mount, e.g. ``acme/db``.
+        key: The key to hold the generated value.
+        length: Characters to generate, 16 to 4096.
+        dry_run: Read only, and report what would change.
+
+    Returns:
+        The change to ``vault:kv/<mount>/<path>``: ``updated`` (``created`` when the
+        secret did not exist); ``detail`` has the previous and new version numbers.
+
+    Raises:
+        InvalidInputError: Bad path, key or length (nothing written).
+        ConflictError: Someone else wrote the secret between the read and the write.
+        PermissionDeniedError: The token may not read or write the path.
+        TransientError: Vault failed, was sealed or unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.vault import rotate_generated_kv_secret
+
+        @flow
+        def rotate_db_password(team: str):
+            rotate_generated_kv_secret("prod-vault", f"{team}/db", key="password")
+        ```
+    """
+    block, resource = _target(vault, path)
+    _check_generated(resource, key, length)
+    with _kv_v2(block, resource) as kv:
+        current = _read_current(kv, block.kv_mount, path, resource)
+        wanted = {**(current.data or {}), key: _generated_value(length)}
+        return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
+
+
+@job
+def delete_kv_secret(vault: VaultConnection | str, path: str, dry_run: bool = False) -> Change:
+    """Deletes a KV v2 secret with all its versions and metadata.
+
+    Runbooks call it to undo a secret they created. What is deleted cannot be
+    recovered, so use it only for secrets whose every version this run wrote.
+
+    Args:
+        vault: The Vault connection (its ``kv_mount`` is the engine), or its saved name.
+        path: The secret's path inside the mount, e.g. ``acme/db``.
+        dry_run: Read only, and report what would be deleted.
+
+    Returns:
+        The change to ``vault:kv/<mount>/<path>``: ``deleted``, or ``unchanged``
+        (detail ``absent``) when it does not exist.
+
+    Raises:
+        InvalidInputError: Bad path.
+        PermissionDeniedError: The token may not read or delete the path.
+        TransientError: Vault failed, was sealed or unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.vault import delete_kv_secret
+
+        @flow
+        def offboard(team: str):
+            delete_kv_secret("prod-vault", f"{team}/db")
+        ```
+    """
+    block, resource = _target(vault, path)
+    with _kv_v2(block, resource) as kv:
+        current = _read_current(kv, block.kv_mount, path, resource)
+        if current.version == 0:
+            return _unchanged(resource, dry_run, absent=True)
+        if not dry_run:
+            with _translated(resource, "deleting all versions"):
+                kv.delete_metadata_and_all_versions(path=path, mount_point=block.kv_mount)
+        return report(
+            Change(
+                resource=resource,
+                action=Action.DELETED,
+                dry_run=dry_run,
+                detail={"versions": current.version},
+            )
+        )
 
 
 # Never written to result storage: the result holds secret values, and pickling a

@@ -29,4 +29,5 @@ pytest_plugins = [
     "tests.fixtures.langflow",
     "tests.fixtures.workflows",
     "tests.fixtures.recording",
+    "tests.fixtures.tenants",
 ]

@@ -323,3 +323,56 @@ def _apply_role_changes(
         iam.detach_role_policy(RoleName=name, PolicyArn=arn)
     for policy_name in sorted(set(current["inline_policies"]) - set(inline)):
         iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+
+
+@job
+def delete_iam_role(
+    aws_credentials: AwsCredentials | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes an IAM role after detaching its managed and deleting its inline policies.
+
+    Runbooks use it to undo a role they created. A role still used by an instance
+    profile is not deleted (IAM refuses it; the job fails with `ConflictError`).
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The role name.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:iam:role/<name>``: ``deleted``, or ``unchanged`` (detail
+        ``absent``) when there is no such role.
+
+    Raises:
+        InvalidInputError: Bad name; nothing written.
+        ConflictError: The role is still in use.
+        PermissionDeniedError: The credentials may not read or delete the role.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import delete_iam_role
+
+        @flow
+        def drop_role():
+            delete_iam_role("prod-aws", "acme-deployer")
+        ```
+    """
+    resource = f"aws:iam:role/{name}"
+    require(
+        bool(_IAM_NAME.fullmatch(name)), resource, "a role name has 1 to 64 of [A-Za-z0-9+=,.@_-]"
+    )
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        iam = aws_client(credentials, "iam")
+        current = _read_role(iam, name)
+        if current is None:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, absent=True)
+        if not dry_run:
+            for arn in sorted(current["managed_policies"]):
+                iam.detach_role_policy(RoleName=name, PolicyArn=arn)
+            for policy_name in sorted(current["inline_policies"]):
+                iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+            call_or_none({"NoSuchEntity"}, iam.delete_role, RoleName=name)
+    return report_change(resource, Action.DELETED, dry_run=dry_run)

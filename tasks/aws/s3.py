@@ -36,8 +36,16 @@ _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
-def _validate_bucket_name(resource: str, name: str) -> None:
-    """S3's bucket naming rules for general purpose buckets."""
+def validate_bucket_name(resource: str, name: str) -> None:
+    """Checks a name against S3's naming rules for general purpose buckets.
+
+    Args:
+        resource: The resource to name in the error.
+        name: The bucket name.
+
+    Raises:
+        InvalidInputError: The name breaks a rule (the message says which).
+    """
     require(3 <= len(name) <= 63, resource, "a bucket name has 3 to 63 characters")
     require(
         bool(_BUCKET_NAME.fullmatch(name)),
@@ -181,7 +189,7 @@ def ensure_s3_bucket(
         ```
     """
     resource = f"aws:s3:bucket/{name}"
-    _validate_bucket_name(resource, name)
+    validate_bucket_name(resource, name)
     validate_region(resource, region)
     require(encryption in ("AES256", "aws:kms"), resource, "encryption is AES256 or aws:kms")
     require(
@@ -276,7 +284,7 @@ def list_s3_object_versions(
         ```
     """
     resource = f"aws:s3:bucket/{bucket}"
-    _validate_bucket_name(resource, bucket)
+    validate_bucket_name(resource, bucket)
     credentials = connection(aws_credentials, AwsCredentials)
     with aws_errors(resource):
         s3 = aws_client(credentials, "s3")
@@ -300,3 +308,52 @@ def _object_version(entry: Mapping[str, Any], *, is_delete_marker: bool) -> S3Ob
         size=None if is_delete_marker else entry.get("Size"),
         created=entry.get("LastModified"),
     )
+
+
+@job
+def delete_s3_bucket(
+    aws_credentials: AwsCredentials | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes an empty S3 bucket (runbooks use it to undo a bucket they created).
+
+    A bucket that holds objects or object versions is never emptied: the job fails
+    instead, so data written since the bucket was created is not lost by an undo.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The bucket name.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:s3:bucket/<name>``: ``deleted``, or ``unchanged`` (detail
+        ``absent``) when there is no such bucket.
+
+    Raises:
+        InvalidInputError: Bad name; nothing written.
+        ConflictError: The bucket holds objects (it is left alone).
+        PermissionDeniedError: The credentials may not read or delete the bucket.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import delete_s3_bucket
+
+        @flow
+        def drop_bucket():
+            delete_s3_bucket("prod-aws", "acme-prod-data")
+        ```
+    """
+    resource = f"aws:s3:bucket/{name}"
+    validate_bucket_name(resource, name)
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        s3 = aws_client(credentials, "s3")
+        if call_or_none({"404", "NoSuchBucket", "NotFound"}, s3.head_bucket, Bucket=name) is None:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, absent=True)
+        listed = s3.list_object_versions(Bucket=name, MaxKeys=1)
+        if listed.get("Versions") or listed.get("DeleteMarkers"):
+            raise ConflictError(resource, "the bucket holds objects; it is left in place")
+        if not dry_run:
+            call_or_none({"NoSuchBucket"}, s3.delete_bucket, Bucket=name)
+    return report_change(resource, Action.DELETED, dry_run=dry_run)

@@ -119,3 +119,61 @@ def ensure_secretsmanager_secret(
         return report_change(
             resource, Action.UPDATED, dry_run=dry_run, version_id=version_id, fields=fields
         )
+
+
+@job
+def delete_secretsmanager_secret(
+    aws_credentials: AwsCredentials | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes a Secrets Manager secret at once, without a recovery window.
+
+    Runbooks use it to undo a secret they created, so that a rerun can create it
+    again under the same name (a secret scheduled for deletion blocks its name).
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The secret name, for example ``acme/db``.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:secretsmanager:secret/<name>``: ``deleted``, or
+        ``unchanged`` (detail ``absent``) when there is no such secret (or it is
+        already scheduled for deletion).
+
+    Raises:
+        InvalidInputError: Bad name; nothing written.
+        PermissionDeniedError: The credentials may not read or delete it.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import delete_secretsmanager_secret
+
+        @flow
+        def drop_secret():
+            delete_secretsmanager_secret("prod-aws", "acme/db")
+        ```
+    """
+    resource = f"aws:secretsmanager:secret/{name}"
+    require(
+        bool(_SECRET_NAME.fullmatch(name)),
+        resource,
+        "a secret name has 1 to 512 of [A-Za-z0-9/_+=.@-]",
+    )
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        secrets = aws_client(credentials, "secretsmanager")
+        described = call_or_none(
+            {"ResourceNotFoundException"}, secrets.describe_secret, SecretId=name
+        )
+        if described is None or described.get("DeletedDate"):
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, absent=True)
+        if not dry_run:
+            call_or_none(
+                {"ResourceNotFoundException"},
+                secrets.delete_secret,
+                SecretId=name,
+                ForceDeleteWithoutRecovery=True,
+            )
+    return report_change(resource, Action.DELETED, dry_run=dry_run)

@@ -147,3 +147,52 @@ def put_ssm_parameter(
         return report_change(
             resource, Action.UPDATED, dry_run=dry_run, version=version, fields=fields
         )
+
+
+@job
+def delete_ssm_parameter(
+    aws_credentials: AwsCredentials | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes an SSM parameter (runbooks use it to undo one they created).
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The parameter name, for example ``/acme/db/password``.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:ssm:parameter/<name>``: ``deleted``, or ``unchanged``
+        (detail ``absent``) when there is no such parameter.
+
+    Raises:
+        InvalidInputError: Bad name; nothing written.
+        PermissionDeniedError: The credentials may not read or delete it.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import delete_ssm_parameter
+
+        @flow
+        def drop_parameter():
+            delete_ssm_parameter("prod-aws", "/acme/db/password")
+        ```
+    """
+    resource = f"aws:ssm:parameter/{name}"
+    require(
+        bool(_SSM_NAME.fullmatch(name)),
+        resource,
+        "a parameter name has 1 to 2048 of [A-Za-z0-9_.-/]",
+    )
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource):
+        ssm = aws_client(credentials, "ssm")
+        found = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [name]}]
+        )["Parameters"]
+        if not found:
+            return report_change(resource, Action.UNCHANGED, dry_run=dry_run, absent=True)
+        if not dry_run:
+            call_or_none({"ParameterNotFound"}, ssm.delete_parameter, Name=name)
+    return report_change(resource, Action.DELETED, dry_run=dry_run)

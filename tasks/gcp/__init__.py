@@ -1,7 +1,7 @@
 """GCP jobs: one module per service.
 
-* `tasks.gcp.storage`: `ensure_gcs_bucket`, `list_gcs_object_generations`
-* `tasks.gcp.secret_manager`: `ensure_gcp_secret`
+* `tasks.gcp.storage`: `ensure_gcs_bucket`, `list_gcs_object_generations`, `delete_gcs_bucket`
+* `tasks.gcp.secret_manager`: `ensure_gcp_secret`, `delete_gcp_secret`
 * `tasks.gcp.cloud_quotas`: `get_gcp_quota`, `request_gcp_quota_increase`
 * `tasks.gcp.session`: Google errors through the one error table, project and label rules
 
@@ -20,11 +20,12 @@ Example:
 """
 
 from tasks.gcp.cloud_quotas import GcpQuota, get_gcp_quota, request_gcp_quota_increase
-from tasks.gcp.secret_manager import ensure_gcp_secret
+from tasks.gcp.secret_manager import delete_gcp_secret, ensure_gcp_secret
 from tasks.gcp.storage import (
     GcsObjectGeneration,
     GcsObjectGenerations,
     GcsObjectHistory,
+    delete_gcs_bucket,
     ensure_gcs_bucket,
     list_gcs_object_generations,
 )
@@ -34,6 +35,8 @@ __all__ = [
     "GcsObjectGeneration",
     "GcsObjectGenerations",
     "GcsObjectHistory",
+    "delete_gcp_secret",
+    "delete_gcs_bucket",
     "ensure_gcp_secret",
     "ensure_gcs_bucket",
     "get_gcp_quota",

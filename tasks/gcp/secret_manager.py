@@ -184,3 +184,62 @@ def _add_secret_version(
             timeout=REQUEST_TIMEOUT_SECONDS,
         )
     return {"version": _version_number(version.name), "version_name": version.name}
+
+
+@job
+def delete_gcp_secret(
+    gcp_connection: GcpConnection | str, secret_id: str, dry_run: bool = False
+) -> Change:
+    """Deletes a Secret Manager secret with all its versions (to undo one a runbook created).
+
+    Args:
+        gcp_connection: The GCP connection block (its project holds the secret).
+        secret_id: The secret's id.
+        dry_run: Read only, and report what would be done.
+
+    Returns:
+        A `Change` for ``gcp:secret/projects/<p>/secrets/<id>``: ``deleted``, or
+        ``unchanged`` (detail ``absent``) when there is no such secret.
+
+    Raises:
+        InvalidInputError: A bad id.
+        PermissionDeniedError: The connection may not read or delete the secret.
+        TransientError: Secret Manager was unavailable (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gcp import delete_gcp_secret
+
+        @flow
+        def drop_secret():
+            delete_gcp_secret("prod", "acme-db-password")
+        ```
+    """
+    gcp = connection(gcp_connection, GcpConnection)
+    project = project_of(gcp, None, f"gcp:secret/secrets/{secret_id}")
+    name = f"projects/{project}/secrets/{secret_id}"
+    resource = f"gcp:secret/{name}"
+    require(_SECRET_ID, secret_id, resource, "secret id")
+    client = gcp.get_secret_manager_client()
+    with calling(resource, "read the secret"):
+        try:
+            client.get_secret(request={"name": name}, retry=None, timeout=REQUEST_TIMEOUT_SECONDS)
+        except google_errors.NotFound:
+            return report(
+                Change(
+                    resource=resource,
+                    action=Action.UNCHANGED,
+                    dry_run=dry_run,
+                    detail={"absent": True},
+                )
+            )
+    if not dry_run:
+        with calling(resource, "delete the secret"):
+            try:
+                client.delete_secret(
+                    request={"name": name}, retry=None, timeout=REQUEST_TIMEOUT_SECONDS
+                )
+            except google_errors.NotFound:
+                pass  # deleted by someone else in between: the goal is reached
+    return report(Change(resource=resource, action=Action.DELETED, dry_run=dry_run))

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from google.api_core import exceptions as google_errors
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.gcp import GcpConnection
@@ -32,8 +33,15 @@ _GOOGLE_LOOKALIKE = re.compile(r"g[o0]{2}g[l1]e")
 _LOCATION = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,62}")
 
 
-def _validate_bucket_name(name: str) -> None:
-    """Raises `InvalidInputError` unless `name` follows Cloud Storage's bucket naming rules."""
+def validate_bucket_name(name: str) -> None:
+    """Checks a name against Cloud Storage's bucket naming rules.
+
+    Args:
+        name: The bucket name.
+
+    Raises:
+        InvalidInputError: The name breaks a rule (the message says which).
+    """
     resource = f"gcp:gcs:bucket/{name}"
     components = name.split(".")
     if "." in name:
@@ -109,7 +117,7 @@ def ensure_gcs_bucket(
         ```
     """
     resource = f"gcp:gcs:bucket/{name}"
-    _validate_bucket_name(name)
+    validate_bucket_name(name)
     require(_LOCATION, location, resource, "location")
     wanted_labels = validate_labels(resource, labels or {})
     wanted_location = location.upper()
@@ -254,7 +262,7 @@ def list_gcs_object_generations(
         ```
     """
     resource = f"gcp:gcs:bucket/{bucket}"
-    _validate_bucket_name(bucket)
+    validate_bucket_name(bucket)
     client = connection(gcp_connection, GcpConnection).get_cloud_storage_client()
     by_name: dict[str, list[GcsObjectGeneration]] = {}
     with calling(resource, "list the object generations"):
@@ -284,3 +292,65 @@ def list_gcs_object_generations(
         for name, generations in sorted(by_name.items())
     ]
     return GcsObjectGenerations(bucket=bucket, prefix=prefix, objects=objects)
+
+
+@job
+def delete_gcs_bucket(
+    gcp_connection: GcpConnection | str, name: str, dry_run: bool = False
+) -> Change:
+    """Deletes an empty Cloud Storage bucket (runbooks use it to undo one they created).
+
+    A bucket that holds objects is never emptied: the job fails instead, so data
+    written since the bucket was created is not lost by an undo.
+
+    Args:
+        gcp_connection: The GCP connection block, or the name of a saved one.
+        name: The bucket name.
+        dry_run: Read only, and report what would be done.
+
+    Returns:
+        A `Change` for ``gcp:gcs:bucket/<name>``: ``deleted``, or ``unchanged``
+        (detail ``absent``) when there is no such bucket.
+
+    Raises:
+        InvalidInputError: The name breaks the naming rules.
+        ConflictError: The bucket holds objects (it is left alone).
+        PermissionDeniedError: The connection may not read or delete the bucket.
+        TransientError: Cloud Storage was unavailable (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.gcp import delete_gcs_bucket
+
+        @flow
+        def drop_bucket():
+            delete_gcs_bucket("prod", "acme-tenant-data")
+        ```
+    """
+    resource = f"gcp:gcs:bucket/{name}"
+    validate_bucket_name(name)
+    client = connection(gcp_connection, GcpConnection).get_cloud_storage_client()
+    with calling(resource, "read the bucket"):
+        bucket = client.lookup_bucket(name, timeout=REQUEST_TIMEOUT_SECONDS, retry=None)
+        holds_objects = bucket is not None and any(
+            True
+            for _ in client.list_blobs(
+                name, max_results=1, versions=True, timeout=REQUEST_TIMEOUT_SECONDS, retry=None
+            )
+        )
+    if bucket is None:
+        return report(
+            Change(
+                resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail={"absent": True}
+            )
+        )
+    if holds_objects:
+        raise ConflictError(resource, "the bucket holds objects; it is left in place")
+    if not dry_run:
+        with calling(resource, "delete the bucket"):
+            try:
+                bucket.delete(timeout=REQUEST_TIMEOUT_SECONDS, retry=None)
+            except google_errors.NotFound:
+                pass  # deleted by someone else in between: the goal is reached
+    return report(Change(resource=resource, action=Action.DELETED, dry_run=dry_run))

@@ -26,6 +26,10 @@ sent to the backend (a job's own verdict is not evidence):
 * ``DELETE /__requests__`` forgets the recorded requests.
 
 Nothing of a request body is kept but the action name.
+
+``--latency-ms N`` adds a fixed delay before each forwarded request (not to the
+control endpoints), like the round trip to a cloud API: benchmarks put every
+backend behind such a proxy to measure what a workflow's concurrency saves.
 """
 
 import argparse
@@ -116,7 +120,9 @@ class State:
             return None
 
 
-def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    upstream: str, state: State, latency_seconds: float = 0.0
+) -> type[BaseHTTPRequestHandler]:
     target = urlsplit(upstream)
 
     class Handler(BaseHTTPRequestHandler):
@@ -194,6 +200,8 @@ def make_handler(upstream: str, state: State) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, body: bytes, truncate: int | None = None) -> None:
             state.record(self.command, self.path, rpc_action(self.headers, body))
+            if latency_seconds:
+                time.sleep(latency_seconds)
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -222,8 +230,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added before each forwarded request"
+    )
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.upstream, State()))
+    handler = make_handler(args.upstream, State(), args.latency_ms / 1000)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     server.serve_forever()
 

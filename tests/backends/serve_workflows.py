@@ -7,15 +7,19 @@ in a child process of this one, so a test can kill the flow-run process while
 the runner (this process) stays up and reports the crash.
 
 tests/fixtures/workflows.py builds its deployment-name constants from
-`DEPLOYMENT_NAME` and the flow names below. Importing this module serves nothing.
+`DEPLOYMENT_NAME` and the flow names below. The tenant runbooks (`RUNBOOKS`) are
+served too, under their request names, as ``prefect.yaml`` deploys them. Importing
+this module serves nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -59,6 +63,23 @@ def secret_workflow(token: SecretStr, fail: bool = False, leak: bool = False) ->
     return [Change(resource="test:token/api", action="updated", detail={"length": len(token)})]
 
 
+RUNBOOKS = ("tenant-provisioning", "quota-adjustment")
+"""The tenant runbooks, served under their request names as prefect.yaml deploys them."""
+
+
+def runbook_deployments() -> list[Any]:
+    """The tenant runbooks' deployments (flows/registry.py says which flow each runs)."""
+    from flows.registry import MAGICFLOW_WORKFLOWS
+
+    deployments = []
+    for name in RUNBOOKS:
+        path = MAGICFLOW_WORKFLOWS[name]
+        module, _, attribute = path.partition(":")
+        runbook = getattr(importlib.import_module(module), attribute)
+        deployments.append(runbook.to_deployment(name=name))
+    return deployments
+
+
 def main() -> None:
     """Serves the test workflows until terminated."""
     from prefect import serve
@@ -69,6 +90,7 @@ def main() -> None:
     flows = (changes_workflow, failing_workflow, sleeping_workflow, secret_workflow)
     serve(
         *(f.to_deployment(name=DEPLOYMENT_NAME) for f in flows),
+        *runbook_deployments(),
         limit=20,
         query_seconds=args.poll_seconds,
         print_starting_message=False,

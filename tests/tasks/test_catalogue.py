@@ -13,7 +13,16 @@ from magicflow import retry_on_transient
 JOBS = {
     name: getattr(tasks, name) for name in tasks.__all__ if isinstance(getattr(tasks, name), Task)
 }
-WRITING_PREFIXES = ("ensure_", "put_", "commit_", "merge_", "request_")
+WRITING_PREFIXES = (
+    "ensure_",
+    "put_",
+    "commit_",
+    "merge_",
+    "request_",
+    "rotate_",
+    "delete_",
+    "close_",
+)
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
@@ -50,10 +59,25 @@ def test_job_is_in_the_readme_catalogue(name: str) -> None:
 TESTS = "\n".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in JOBS if n.startswith(WRITING_PREFIXES)))
+ROTATIONS = frozenset({"rotate_generated_kv_secret"})
+"""Writers that write on every call by design (an explicit rotation): no second run is
+``unchanged``, so their test proves that a dry run sends no write instead."""
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in JOBS if n.startswith(WRITING_PREFIXES) and n not in ROTATIONS)
+)
 def test_writing_job_has_a_zero_write_test_at_the_wire(name: str) -> None:
     """Every writer job proves, by counting requests, that reruns and dry runs write nothing."""
     test = f"def test_{name}_second_run_and_dry_run_send_no_writes("
     assert test in TESTS, f"no {test}...) in tests/tasks"
     body = TESTS.split(test, 1)[1].split("\ndef ", 1)[0]
     assert "assert_idempotent_at_the_wire" in body, f"{name}'s test does not count writes"
+
+
+@pytest.mark.parametrize("name", sorted(ROTATIONS))
+def test_rotating_job_has_a_dry_run_zero_write_test_at_the_wire(name: str) -> None:
+    test = f"def test_{name}_dry_run_sends_no_writes"
+    assert test in TESTS, f"no {test}...) in tests/tasks"
+    body = TESTS.split(test, 1)[1].split("\ndef ", 1)[0]
+    assert "no_writes()" in body, f"{name}'s test does not count writes"
