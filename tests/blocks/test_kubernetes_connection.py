@@ -147,6 +147,7 @@ def test_a_ca_file_planted_in_the_temp_folder_is_never_trusted(tls_api) -> None:
         (f"- {TOKEN}", "not a YAML mapping"),
         (f"apiVersion: v1\nusers: [{{name: u, user: {{token: {TOKEN}}}}}]\n", "cannot be used"),
     ],
+    ids=["unclosed-flow-list", "bad-indentation", "a-list", "no-cluster"],
 )
 def test_a_malformed_kubeconfig_is_invalid_input_without_its_content(
     kubeconfig, cause, captured_logs
