@@ -29,15 +29,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from pydantic import BaseModel
 
 from flows.listener.offsets import PartitionProgress
+
+if TYPE_CHECKING:
+    from aiokafka import TopicPartition
 
 METRICS_HOST = "127.0.0.1"
 """The address the metrics and health endpoint binds to (scraped by a local agent)."""
