@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -168,8 +169,10 @@ class RequestRuns:
                 tags=run_tags(plan),
                 idempotency_key=plan.request.id,
             )
-        except ObjectNotFound:
-            self._deployment_ids.pop(deployment, None)  # deleted or recreated: look again
+        except (ObjectNotFound, httpx.HTTPStatusError) as error:
+            if isinstance(error, ObjectNotFound) or error.response.status_code == 404:
+                # Deleted (a redeploy in progress) or recreated under a new id: look again.
+                self._deployment_ids.pop(deployment, None)
             raise
 
     async def status(self, flow_run: FlowRun, workflow: str) -> WorkflowStatus:
