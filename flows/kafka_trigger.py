@@ -1,9 +1,12 @@
 """The ``kafka-trigger`` flow: the Kafka request listener as a long-running Prefect flow.
 
 It runs `flows.listener.loop.RequestListener` (each request becomes exactly one
-flow run; see `flows.listener` for its parts) and, beside it, the supervised crash
-follower (`flows.listener.crashes`). It drains and stops on SIGTERM/SIGINT and
-resumes from the committed offsets when restarted.
+flow run; see `flows.listener` for its parts) and, unless ``follow_crashes`` is
+off, the supervised crash follower (`flows.listener.crashes`; deployed, it runs as
+its own ``crash-follower`` deployment instead, `flows.crash_follower`). With a
+``metrics_port`` it serves Prometheus metrics and a health check on 127.0.0.1
+(`flows.listener.metrics`). It drains and stops on SIGTERM/SIGINT and resumes from
+the committed offsets when restarted.
 ``python -m flows.kafka_trigger --kafka-block NAME`` runs the listener from a shell.
 
 Example:
@@ -27,12 +30,8 @@ from prefect import flow
 
 from blocks.kafka import KafkaConnection
 from flows.listener.crashes import supervise_crash_follower
-from flows.listener.loop import (
-    DEFAULT_MAX_IN_FLIGHT,
-    ListenerCounts,
-    RequestListener,
-    stop_on_signals,
-)
+from flows.listener.loop import DEFAULT_MAX_IN_FLIGHT, RequestListener, stop_on_signals
+from flows.listener.metrics import ListenerCounts
 from flows.listener.requests import DEFAULT_MAX_MESSAGE_BYTES
 from flows.registry import Registry
 from magicflow.jobs import connection, job_logger
@@ -78,6 +77,7 @@ async def listen(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_backoff: float = 30.0,
     follow_crashes: bool = True,
+    metrics_port: int | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
 ) -> ListenerCounts:
     """Runs the listener (and the crash follower) until SIGTERM/SIGINT.
@@ -89,6 +89,8 @@ async def listen(
         max_message_bytes: Larger messages are dead-lettered unread.
         max_backoff: Longest wait between retries of a failing call.
         follow_crashes: Also run the supervised crash follower.
+        metrics_port: Serve ``/metrics`` and ``/healthz`` on 127.0.0.1 at this port
+            (0: a free one, logged); None: off.
         logger: Where the listener logs.
 
     Returns:
@@ -101,6 +103,7 @@ async def listen(
         max_message_bytes=max_message_bytes,
         max_backoff=max_backoff,
         logger=logger,
+        metrics_port=metrics_port,
     )
     stop_following = asyncio.Event()
     follower = (
@@ -124,6 +127,7 @@ async def kafka_trigger(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     registry: str = DEFAULT_REGISTRY,
     follow_crashes: bool = True,
+    metrics_port: int | None = None,
 ) -> ListenerCounts:
     """Listens for workflow requests on Kafka until SIGTERM/SIGINT, dispatching each once.
 
@@ -134,7 +138,10 @@ async def kafka_trigger(
         registry: ``module:attribute`` of the workflow allow-list.
         follow_crashes: Also publish a ``crashed`` status for runs Prefect marks
             crashed when no runner was left to run their hooks
-            (`flows.listener.crashes`).
+            (`flows.listener.crashes`). The ``listener`` deployment turns it off:
+            the ``crash-follower`` deployment does it once for all replicas.
+        metrics_port: Serve Prometheus ``/metrics`` and ``/healthz`` on 127.0.0.1 at
+            this port (0: a free one, logged); None: off.
 
     Returns:
         What the listener did.
@@ -152,6 +159,7 @@ async def kafka_trigger(
         max_in_flight=max_in_flight,
         max_message_bytes=max_message_bytes,
         follow_crashes=follow_crashes,
+        metrics_port=metrics_port,
         logger=job_logger(LOGGER_NAME),
     )
 
@@ -179,6 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-crash-follower", action="store_true", help="do not follow crashed runs"
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics and /healthz on 127.0.0.1:PORT (0: a free port, logged); off if unset",
+    )
+    parser.add_argument(
         "--as-flow", action="store_true", help="run as the kafka-trigger Prefect flow"
     )
     args = parser.parse_args(argv)
@@ -198,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_message_bytes=args.max_message_bytes,
                 registry=args.registry,
                 follow_crashes=not args.no_crash_follower,
+                metrics_port=args.metrics_port,
             )
         return await listen(
             await _load_connection(args.kafka_block),
@@ -206,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_message_bytes=args.max_message_bytes,
             max_backoff=args.max_backoff,
             follow_crashes=not args.no_crash_follower,
+            metrics_port=args.metrics_port,
         )
 
     counts = asyncio.run(run())

@@ -13,5 +13,8 @@ after what a request passes through, in order:
 - `flows.listener.offsets`: which offset of a partition is safe to commit.
 - `flows.listener.failures`: retry, wait out a Prefect outage, or refuse.
 - `flows.listener.loop`: `RequestListener`, the consume-dispatch-commit loop.
-- `flows.listener.crashes`: the supervised crash follower that runs beside it.
+- `flows.listener.metrics`: its Prometheus metrics (a registry per listener) and
+  the ``/metrics`` and ``/healthz`` endpoint.
+- `flows.listener.crashes`: the supervised crash follower (beside the listener, or
+  on its own: `flows.crash_follower`).
 """

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from types import FrameType
@@ -42,11 +44,21 @@ from aiokafka.structs import ConsumerRecord
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
-from pydantic import BaseModel
 
 from blocks.kafka import KafkaConnection
 from flows.listener.dead_letters import CONTENT_HEADER, HEADROOM_BYTES, dead_letter
 from flows.listener.failures import PrefectFailure, is_transient, prefect_failure
+from flows.listener.metrics import (
+    DEFAULT_HEALTHY_POLL_AGE_SECONDS,
+    DeadLetterReason,
+    Health,
+    ListenerCounts,
+    ListenerMetrics,
+    MetricsServer,
+    consumer_lags,
+    judge_health,
+    serve_metrics,
+)
 from flows.listener.offsets import PartitionProgress
 from flows.listener.requests import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -54,7 +66,7 @@ from flows.listener.requests import (
     Rejection,
     check_request,
 )
-from flows.listener.runs import RequestRuns, hash_of_run
+from flows.listener.runs import RequestRuns, deployment_name_of, hash_of_run
 from flows.registry import Registry
 from magicflow.messages import (
     ACCEPTED_SEQ,
@@ -76,26 +88,6 @@ PUBLISH_ATTEMPT_SECONDS = 10.0
 KAFKA_DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 TOPIC_LIST_MAX_AGE_SECONDS = 2.0
 """How stale the list of existing topics may be when a reply topic is not on it."""
-
-
-class ListenerCounts(BaseModel):
-    """What a listener did since it started; logged as it goes and returned at the end.
-
-    Attributes:
-        received: Messages consumed.
-        dispatched: Requests that got a new flow run.
-        duplicates: Deliveries of a request id that already had its run (answered
-            with the run's status).
-        rejected: Messages dead-lettered (conflicts included).
-        retries: Retried calls to Prefect or Kafka after a transient failure or
-            during a Prefect outage.
-    """
-
-    received: int = 0
-    dispatched: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    retries: int = 0
 
 
 class _Abandoned(Exception):
@@ -130,6 +122,9 @@ class RequestListener:
             abandoning them (uncommitted, so they are redelivered).
         max_backoff: Longest wait between retries of a failing Prefect or Kafka call.
         consumer_options: Further ``AIOKafkaConsumer`` arguments.
+        metrics_port: Serve ``/metrics`` and ``/healthz`` on 127.0.0.1 at this port
+            while running (0: a free port, logged and in `metrics_url`); None: off.
+        healthy_poll_age: Oldest last poll that ``/healthz`` still calls healthy.
 
     Example:
         ```python
@@ -149,6 +144,8 @@ class RequestListener:
         drain_timeout: float = 30.0,
         max_backoff: float = 30.0,
         consumer_options: dict[str, Any] | None = None,
+        metrics_port: int | None = None,
+        healthy_poll_age: float = DEFAULT_HEALTHY_POLL_AGE_SECONDS,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -172,7 +169,13 @@ class RequestListener:
         self.max_request_bytes = max(
             KAFKA_DEFAULT_MAX_REQUEST_BYTES, max_message_bytes + 2 * HEADROOM_BYTES
         )
-        self.counts = ListenerCounts()
+        self.metrics = ListenerMetrics()
+        self.metrics.in_flight.set_function(lambda: len(self._tasks))
+        self.metrics_port = metrics_port
+        self.healthy_poll_age = healthy_poll_age
+        self._metrics_server: MetricsServer | None = None
+        self._last_poll: float | None = None
+        self._undeployed: set[str] = set()
         self._stopping = asyncio.Event()
         self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
@@ -184,6 +187,26 @@ class RequestListener:
         self._admin: AIOKafkaAdminClient | None = None
         self._topics: set[str] = set()
         self._topics_listed_at = -TOPIC_LIST_MAX_AGE_SECONDS
+
+    @property
+    def counts(self) -> ListenerCounts:
+        """What the listener did so far, read from its metrics."""
+        return self.metrics.counts()
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://127.0.0.1:PORT`` of ``/metrics`` and ``/healthz`` while served."""
+        return self._metrics_server.url if self._metrics_server is not None else None
+
+    def health(self) -> Health:
+        """What ``/healthz`` answers now: partitions assigned and a recent poll."""
+        return judge_health(
+            len(self.assigned_partitions),
+            self._last_poll,
+            self.paused,
+            len(self._tasks),
+            self.healthy_poll_age,
+        )
 
     def stop(self) -> None:
         """Asks the listener to stop fetching, drain, commit and leave the group."""
@@ -211,6 +234,23 @@ class RequestListener:
             What the listener did.
         """
         self._log_configuration()
+        if self.metrics_port is not None:
+            self._metrics_server = serve_metrics(self.metrics, self.health, self.metrics_port)
+            self.logger.info(
+                "Kafka listener metrics at %s/metrics, health at %s/healthz",
+                self._metrics_server.url,
+                self._metrics_server.url,
+            )
+        try:
+            await self._run_clients()
+        finally:
+            if self._metrics_server is not None:
+                self._metrics_server.close()
+                self._metrics_server = None
+        self.logger.info("Kafka listener stopped: %s", self._describe_counts())
+        return self.counts
+
+    async def _run_clients(self) -> None:
         self._producer = self.kafka.get_producer(max_request_size=self.max_request_bytes)
         self._consumer = self.kafka.get_consumer(**self.consumer_options)
         self._consumer.subscribe([self.kafka.requests_topic], listener=_CommitOnRevoke(self))
@@ -220,6 +260,7 @@ class RequestListener:
             async with get_client() as prefect:
                 self._runs = RequestRuns(prefect)
                 try:
+                    await self._check_deployments()
                     await self._start("the Kafka producer", self._producer.start)
                     await self._start("the Kafka consumer", self._consumer.start)
                     self.logger.info("Kafka listener consuming %s", self.kafka.requests_topic)
@@ -232,8 +273,29 @@ class RequestListener:
                     await self._producer.stop()
                     if self._admin is not None:
                         await self._admin.close()
-        self.logger.info("Kafka listener stopped: %s", self._describe_counts())
-        return self.counts
+
+    async def _check_deployments(self) -> None:
+        """Notes the registered workflows without a deployment, one warning each.
+
+        A request for one is rejected (``not deployed``) instead of pausing
+        consumption; it is looked up again on each such request, so deploying it
+        later needs no restart.
+        """
+        runs = self._require(self._runs)
+        for workflow in self.registry:
+            if await self._prefect(
+                f"looking up deployment {workflow.deployment}",
+                functools.partial(runs.deployment_exists, workflow.deployment),
+            ):
+                continue
+            self._undeployed.add(workflow.name)
+            self.logger.warning(
+                "Workflow %r is registered but not deployed (no deployment %s): its requests "
+                "are rejected until it is; deploy it with `prefect deploy --name %s`",
+                workflow.name,
+                workflow.deployment,
+                deployment_name_of(workflow.deployment),
+            )
 
     def _log_configuration(self) -> None:
         kafka = self.kafka
@@ -262,11 +324,13 @@ class RequestListener:
             free = self.max_in_flight - len(self._tasks)
             if free <= 0:
                 await asyncio.wait(self._tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                self._polled()
             else:
                 try:
                     # Also while paused: fetching nothing keeps the group membership alive.
                     batch = await consumer.getmany(timeout_ms=200, max_records=free)
                 except KafkaError as error:
+                    self.metrics.errors.labels(system="kafka").inc()
                     if not is_transient(error):
                         raise
                     self.logger.warning(
@@ -274,13 +338,27 @@ class RequestListener:
                     )
                     await self._backoff(1.0)
                     continue
+                self._polled()
                 for partition, records in batch.items():
                     for record in records:
                         self._begin(partition, record)
             await self._commit()
-            if self.counts.received - last_logged >= 100:
-                last_logged = self.counts.received
+            self._measure_lag(consumer)
+            received = int(self.metrics.value("magicflow_listener_requests_received_total"))
+            if received - last_logged >= 100:
+                last_logged = received
                 self.logger.info("Kafka listener progress: %s", self._describe_counts())
+
+    def _polled(self) -> None:
+        """Notes a turn of the consume loop (what ``/healthz`` calls a recent poll)."""
+        self._last_poll = time.time()
+        self.metrics.last_poll.set(self._last_poll)
+
+    def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        assignment = consumer.assignment()
+        self.metrics.set_lag(
+            consumer_lags(assignment, consumer.highwater, self._progress), len(assignment)
+        )
 
     def _pause_or_resume(self, consumer: AIOKafkaConsumer) -> None:
         if self.paused:
@@ -289,7 +367,7 @@ class RequestListener:
             consumer.resume(*paused)
 
     def _begin(self, partition: TopicPartition, record: Record) -> None:
-        self.counts.received += 1
+        self.metrics.received.inc()
         progress = self._progress.setdefault(partition, PartitionProgress())
         progress.started(record.offset)
         task = asyncio.create_task(self._process(record))
@@ -305,6 +383,7 @@ class RequestListener:
 
     async def _process(self, record: Record) -> None:
         outcome: Dispatch | Rejection | None = None
+        received_at = time.monotonic()
         try:
             outcome = check_request(
                 record.value,
@@ -318,7 +397,7 @@ class RequestListener:
                 await self._dead_letter(record, outcome)
             else:
                 async with self._one_at_a_time(outcome.request.id):
-                    await self._dispatch(record, outcome)
+                    await self._dispatch(record, outcome, received_at)
         except (asyncio.CancelledError, _Abandoned):
             raise
         except Exception as error:
@@ -331,7 +410,9 @@ class RequestListener:
             )
             reason = f"internal error: {type(error).__name__}"
             rejection = (
-                outcome.rejection(reason) if isinstance(outcome, Dispatch) else Rejection(reason)
+                outcome.rejection(reason, DeadLetterReason.INTERNAL_ERROR)
+                if isinstance(outcome, Dispatch)
+                else Rejection(reason, kind=DeadLetterReason.INTERNAL_ERROR)
             )
             try:
                 await self._dead_letter(record, rejection)
@@ -359,11 +440,11 @@ class RequestListener:
             if users[0] == 0:
                 del self._locks[request_id]
 
-    async def _dispatch(self, record: Record, plan: Dispatch) -> None:
+    async def _dispatch(self, record: Record, plan: Dispatch, received_at: float) -> None:
         try:
-            await self._dispatch_once(record, plan)
+            await self._dispatch_once(record, plan, received_at)
         except _Refused as refused:
-            await self._dead_letter(record, plan.rejection(refused.reason))
+            await self._dead_letter(record, plan.rejection(refused.reason, refused.kind))
 
     async def _reply_topic_exists(self, topic: str) -> bool:
         """True when the broker has the topic (asked without creating it)."""
@@ -379,13 +460,16 @@ class RequestListener:
             self._topics_listed_at = loop.time()
         return topic in self._topics
 
-    async def _dispatch_once(self, record: Record, plan: Dispatch) -> None:
+    async def _dispatch_once(self, record: Record, plan: Dispatch, received_at: float) -> None:
         request = plan.request
         runs = self._require(self._runs)
         if request.reply_topic and not await self._reply_topic_exists(request.reply_topic):
             # Publishing would create it (or wait on it): refuse, and answer on the status topic.
             rejection = replace(
-                plan.rejection(f"reply_topic {request.reply_topic} does not exist"),
+                plan.rejection(
+                    f"reply_topic {request.reply_topic} does not exist",
+                    DeadLetterReason.REPLY_TOPIC,
+                ),
                 reply_topic=None,
             )
             await self._dead_letter(record, rejection)
@@ -397,6 +481,7 @@ class RequestListener:
         if existing is not None:
             await self._answer_existing(record, plan, existing, topic)
             return
+        await self._require_deployed(plan)
         accepted = WorkflowStatus.for_request(request, RunState.ACCEPTED, seq=ACCEPTED_SEQ)
         await self._publish(accepted, topic)
         flow_run = await self._prefect(
@@ -407,11 +492,39 @@ class RequestListener:
             # could not see): answer as for any existing run.
             await self._answer_existing(record, plan, flow_run, topic)
             return
-        self.counts.dispatched += 1
+        self.metrics.dispatched.inc()
+        self.metrics.dispatch_latency.observe(time.monotonic() - received_at)
+        self.metrics.last_dispatch.set_to_current_time()
         self.logger.info(
             "Dispatched request %s (%s) as flow run %s", request.id, request.workflow, flow_run.id
         )
         await self._publish(await runs.status(flow_run, request.workflow), topic)
+
+    async def _require_deployed(self, plan: Dispatch) -> None:
+        """Refuses a request for a workflow that was not deployed when the listener started.
+
+        Its deployment is looked up again first, so one deployed since is dispatched. (A
+        deployment that vanishes after the start is a redeploy in progress: an outage.)
+
+        Raises:
+            _Refused: The deployment still does not exist.
+        """
+        workflow = plan.workflow
+        if workflow.name not in self._undeployed:
+            return
+        runs = self._require(self._runs)
+        if await self._prefect(
+            f"looking up deployment {workflow.deployment}",
+            lambda: runs.deployment_exists(workflow.deployment),
+        ):
+            self._undeployed.discard(workflow.name)
+            self.logger.info("Workflow %r is deployed now (%s)", workflow.name, workflow.deployment)
+            return
+        raise _Refused(
+            f"not deployed: workflow {workflow.name} has no deployment {workflow.deployment}; "
+            f"deploy it with `prefect deploy --name {deployment_name_of(workflow.deployment)}`",
+            DeadLetterReason.NOT_DEPLOYED,
+        )
 
     async def _answer_existing(
         self, record: Record, plan: Dispatch, flow_run: FlowRun, topic: str
@@ -424,9 +537,9 @@ class RequestListener:
                 f"for another request (hash {existing_hash or 'unknown'}); this request's "
                 f"hash is {request.request_hash}"
             )
-            await self._dead_letter(record, plan.rejection(reason))
+            await self._dead_letter(record, plan.rejection(reason, DeadLetterReason.CONFLICT))
             return
-        self.counts.duplicates += 1
+        self.metrics.duplicates.inc()
         runs = self._require(self._runs)
         status = await self._prefect(
             f"reading flow run {flow_run.id}", lambda: runs.status(flow_run, request.workflow)
@@ -454,10 +567,11 @@ class RequestListener:
                 try:
                     return await call()
                 except Exception as error:
+                    self.metrics.errors.labels(system="prefect").inc()
                     failure = prefect_failure(error)
                     if failure is PrefectFailure.REFUSED:
                         raise _Refused(_refusal_reason(what, error)) from None
-                    self.counts.retries += 1
+                    self.metrics.retries.labels(system="prefect").inc()
                     if failure is PrefectFailure.OUTAGE and not in_outage:
                         in_outage = True
                         self._outage_began(what, error)
@@ -519,7 +633,7 @@ class RequestListener:
                     "; sending metadata only" if not metadata_only else "; offset marked done",
                 )
                 sent = "nothing"
-        self.counts.rejected += 1
+        self.metrics.dead_lettered.labels(reason=rejection.kind).inc()
         self.logger.warning(
             "Dead-lettered offset %s of partition %s (request %s, workflow %s, %s): %s",
             record.offset,
@@ -538,6 +652,7 @@ class RequestListener:
                 dry_run=rejection.dry_run,
                 request_hash=rejection.request_hash,
             )
+            self.metrics.rejected.inc()
             await self._publish(status, rejection.reply_topic or self.kafka.status_topic)
 
     async def _publish(self, status: WorkflowStatus, topic: str) -> bool:
@@ -550,6 +665,7 @@ class RequestListener:
                 )
                 return True
             except Exception as error:
+                self.metrics.errors.labels(system="kafka").inc()
                 if attempt == PUBLISH_ATTEMPTS or not is_transient(error) or self.stopping:
                     self.logger.warning(
                         "Could not publish the %s status of request %s to %s (%s); going on",
@@ -559,7 +675,7 @@ class RequestListener:
                         type(error).__name__,
                     )
                     return False
-                self.counts.retries += 1
+                self.metrics.retries.labels(system="kafka").inc()
                 with contextlib.suppress(_Abandoned):
                     await self._backoff(0.25 * 2**attempt)
         return False
@@ -575,9 +691,10 @@ class RequestListener:
             try:
                 return await call()
             except Exception as error:
+                self.metrics.errors.labels(system="kafka").inc()
                 if not is_transient(error):
                     raise
-                self.counts.retries += 1
+                self.metrics.retries.labels(system="kafka").inc()
                 self.logger.warning(
                     "%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay
                 )
@@ -609,6 +726,7 @@ class RequestListener:
         try:
             await self._require(self._consumer).commit(offsets)
         except KafkaError as error:
+            self.metrics.errors.labels(system="kafka").inc()
             # Not fatal: uncommitted messages are redelivered and deduplicated by request id.
             self.logger.warning("Committing offsets failed (%s)", type(error).__name__)
             return
@@ -642,20 +760,17 @@ class RequestListener:
         return client
 
     def _describe_counts(self) -> str:
-        counts = self.counts
-        return (
-            f"received={counts.received} dispatched={counts.dispatched} "
-            f"duplicates={counts.duplicates} rejected={counts.rejected} "
-            f"retries={counts.retries} in_flight={len(self._tasks)}"
-        )
+        counts = " ".join(f"{name}={n}" for name, n in self.counts.model_dump().items())
+        return f"{counts} in_flight={len(self._tasks)}"
 
 
 class _Refused(Exception):
-    """Prefect refused a run because of the request itself."""
+    """Prefect refused a run because of the request itself, or its workflow is not deployed."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = DeadLetterReason.REFUSED_BY_PREFECT) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def _refusal_reason(what: str, error: BaseException) -> str:

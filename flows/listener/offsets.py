@@ -53,6 +53,11 @@ class PartitionProgress:
             self.committable = first + 1
 
     @property
+    def unfinished_from(self) -> int | None:
+        """The first offset not finished yet (the consumer lag counts from it), or None."""
+        return next(iter(self._offsets), self.committable)
+
+    @property
     def to_commit(self) -> int | None:
         """`committable` when it moved past `committed`, else None."""
         if self.committable is None or self.committable == self.committed:

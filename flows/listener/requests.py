@@ -36,6 +36,7 @@ from typing import Any
 from pydantic import JsonValue, TypeAdapter, ValidationError
 
 from blocks.kafka import KafkaConnection
+from flows.listener.metrics import DeadLetterReason
 from flows.registry import (
     InvalidParametersError,
     RegisteredWorkflow,
@@ -76,6 +77,7 @@ class Rejection:
         copy: What the dead letter may carry as its value: the original bytes, or
             a copy with secret parameters masked; None for metadata only.
         redacted: The masked fields of ``copy``, e.g. ``("parameters.token",)``.
+        kind: Which check refused it, a `DeadLetterReason` (the metrics' label).
     """
 
     reason: str
@@ -86,6 +88,7 @@ class Rejection:
     request_hash: str | None = None
     copy: bytes | None = None
     redacted: tuple[str, ...] = ()
+    kind: str = DeadLetterReason.INVALID_REQUEST
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,13 @@ class Dispatch:
         """A readable flow-run name: the workflow and the request id."""
         return f"{self.workflow.name}-{self.request.id}"
 
-    def rejection(self, reason: str) -> Rejection:
-        """A rejection of this request (e.g. when Prefect refuses the run, or a conflict)."""
+    def rejection(self, reason: str, kind: str) -> Rejection:
+        """A rejection of this request (e.g. when Prefect refuses the run, or a conflict).
+
+        Args:
+            reason: Why, in words.
+            kind: Which rule refused it, a `DeadLetterReason`.
+        """
         request = self.request
         return Rejection(
             reason,
@@ -123,6 +131,7 @@ class Dispatch:
             request.request_hash,
             self.copy,
             self.redacted,
+            kind,
         )
 
 
@@ -266,19 +275,22 @@ def check_request(
     """
     size = message_size(value, key, headers)
     if size > max_message_bytes:
-        return Rejection(f"message of {size} bytes exceeds the {max_message_bytes}-byte limit")
+        return Rejection(
+            f"message of {size} bytes exceeds the {max_message_bytes}-byte limit",
+            kind=DeadLetterReason.TOO_LARGE,
+        )
     if value is None:
-        return Rejection("empty message")
+        return Rejection("empty message", kind=DeadLetterReason.EMPTY)
     if kafka.signing_secret is not None:
         signature = next((data for name, data in headers if name == SIGNATURE_HEADER), None)
         if signature is None:
-            return Rejection("missing signature")
+            return Rejection("missing signature", kind=DeadLetterReason.UNAUTHENTICATED)
         if not signature_is_valid(value, signature, kafka.signing_secret):
-            return Rejection("bad signature")
+            return Rejection("bad signature", kind=DeadLetterReason.UNAUTHENTICATED)
     try:
         document = _parse_json(value)
     except _UnsafeJsonError as error:
-        return Rejection(str(error))
+        return Rejection(str(error), kind=DeadLetterReason.NOT_JSON)
     request_id = _readable(document, "id", _REQUEST_ID)
     workflow_name = _readable(document, "workflow", _WORKFLOW_NAME)
     reply_topic = _readable(document, "reply_topic", _TOPIC_NAME)
@@ -290,7 +302,7 @@ def check_request(
     try:
         _check_json_value(document)
     except _UnsafeJsonError as error:
-        return replace(known, reason=str(error))
+        return replace(known, reason=str(error), kind=DeadLetterReason.NOT_JSON)
     if not isinstance(document, dict):
         return Rejection(f"request must be a JSON object, not {type(document).__name__}")
     copy, redacted = _dead_letter_copy(value, document, registry)
@@ -302,14 +314,21 @@ def check_request(
         return replace(known, reason=reason)
     known = replace(known, request_hash=request.request_hash)
     if key != request.id.encode():
-        return replace(known, reason="the message key must be the request id")
+        return replace(
+            known,
+            reason="the message key must be the request id",
+            kind=DeadLetterReason.KEY_MISMATCH,
+        )
     if request.reply_topic is not None:
         problem = kafka.reply_topic_problem(request.reply_topic)
         if problem is not None:
-            return replace(known, reason=problem)
+            return replace(known, reason=problem, kind=DeadLetterReason.REPLY_TOPIC)
     try:
         workflow = registry.get(request.workflow)
+    except UnknownWorkflowError as error:
+        return replace(known, reason=str(error), kind=DeadLetterReason.UNKNOWN_WORKFLOW)
+    try:
         parameters = workflow.validate_parameters(request.parameters, dry_run=request.dry_run)
-    except (UnknownWorkflowError, InvalidParametersError) as error:
-        return replace(known, reason=str(error))
+    except InvalidParametersError as error:
+        return replace(known, reason=str(error), kind=DeadLetterReason.INVALID_PARAMETERS)
     return Dispatch(request, workflow, parameters, copy, redacted)

@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -72,6 +73,16 @@ def run_tags(plan: Dispatch) -> list[str]:
     return tags
 
 
+def deployment_name_of(deployment: str) -> str:
+    """The deployment's own name in ``flow-name/deployment-name``: what ``--name`` takes.
+
+    Example:
+        >>> deployment_name_of("provision-tenant/tenant-provisioning")
+        'tenant-provisioning'
+    """
+    return deployment.rpartition("/")[2]
+
+
 def hash_of_run(flow_run: FlowRun) -> str | None:
     """The request hash a run was started with (None for runs not started by the listener)."""
     return next(
@@ -112,6 +123,23 @@ class RequestRuns:
         )
         return min(runs, key=lambda run: (run.created is None, run.created)) if runs else None
 
+    async def deployment_exists(self, deployment: str) -> bool:
+        """True when the server has the deployment (``flow-name/deployment-name``).
+
+        Args:
+            deployment: The deployment's full name.
+
+        Returns:
+            Whether it exists; its id is kept for `create`.
+        """
+        try:
+            found = await self._client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            self._deployment_ids.pop(deployment, None)
+            return False
+        self._deployment_ids[deployment] = found.id
+        return True
+
     async def create(self, plan: Dispatch) -> FlowRun:
         """Creates the request's flow run from its workflow's deployment.
 
@@ -141,8 +169,10 @@ class RequestRuns:
                 tags=run_tags(plan),
                 idempotency_key=plan.request.id,
             )
-        except ObjectNotFound:
-            self._deployment_ids.pop(deployment, None)  # deleted or recreated: look again
+        except (ObjectNotFound, httpx.HTTPStatusError) as error:
+            if isinstance(error, ObjectNotFound) or error.response.status_code == 404:
+                # Deleted (a redeploy in progress) or recreated under a new id: look again.
+                self._deployment_ids.pop(deployment, None)
             raise
 
     async def status(self, flow_run: FlowRun, workflow: str) -> WorkflowStatus:

@@ -186,8 +186,10 @@ def test_deploy_all_creates_every_deployment_with_explicit_pull_steps(
     deployed: dict[str, Any],
 ) -> None:
     deployments = deployed["deployments"]
-    assert {"listener", "probe", "probe-checkout", "doomed", "alive"} <= set(deployments)
-    for name in ("listener", "probe", "doomed", "alive"):
+    assert {"listener", "crash-follower", "probe", "probe-checkout", "doomed", "alive"} <= set(
+        deployments
+    )
+    for name in ("listener", "crash-follower", "probe", "doomed", "alive"):
         assert deployments[name].pull_steps == [
             {
                 "deployments.steps.require_installed_version": {
@@ -206,6 +208,14 @@ def test_deploy_all_creates_every_deployment_with_explicit_pull_steps(
     assert listener.entrypoint == "flows.kafka_trigger.kafka_trigger"
     assert listener.version == "0.1.0" and listener.work_pool_name == POOL
     assert listener.parameters["registry"] == "flows.registry:default_registry"
+    # One crash follower for all replicas: the listeners leave theirs off.
+    assert listener.parameters["follow_crashes"] is False
+    assert listener.parameters["metrics_port"] == 9464
+    follower = deployments["crash-follower"]
+    assert follower.entrypoint == "flows.crash_follower.follow_crashes"
+    assert follower.parameters == {"kafka": "magicflow"}
+    assert follower.global_concurrency_limit.limit == 1
+    assert follower.concurrency_options.collision_strategy == "CANCEL_NEW"
     assert listener.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
     assert listener.job_variables["env"]["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] == "true"
     assert listener.global_concurrency_limit.limit == 4

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
+from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
@@ -358,15 +359,22 @@ async def test_a_401_from_prefect_pauses_consumption_and_dead_letters_nothing(
     assert len(await flow_runs_named(first)) == 1
 
 
-async def test_a_missing_deployment_of_a_registered_workflow_is_waited_out(
+async def test_a_deployment_gone_after_the_start_is_a_redeploy_and_is_waited_out(
     kafka: KafkaConnection, kafka_test_deployments: list[str], captured_logs
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     registry = Registry()
     registry.register("later", greet, deployment=f"{greet.name}/later-{suffix}")
     rid = f"later-{suffix}"
-    await produce(kafka, [(rid.encode(), request_bytes(rid, workflow="later"), [])])
+    deployment_id = await (await greet.ato_deployment(name=f"later-{suffix}")).aapply()
     async with running_listener(kafka, registry, max_backoff=1) as listener:
+        started_by = asyncio.get_running_loop().time() + 120
+        while "Kafka listener consuming" not in captured_logs.text:  # deployments looked up
+            assert asyncio.get_running_loop().time() < started_by, captured_logs.text
+            await asyncio.sleep(0.1)
+        async with get_client() as client:
+            await client.delete_deployment(deployment_id)  # a redeploy in progress
+        await produce(kafka, [(rid.encode(), request_bytes(rid, workflow="later"), [])])
         deadline = asyncio.get_running_loop().time() + 30
         while "PREFECT OUTAGE" not in captured_logs.text:
             assert asyncio.get_running_loop().time() < deadline, captured_logs.text
