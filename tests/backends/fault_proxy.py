@@ -145,10 +145,13 @@ def make_handler(
 
         def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
             self.send_response(status)
+            length = str(len(body))
             for key, value in headers:
-                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                if key.lower() == "content-length" and self.command == "HEAD":
+                    length = value  # a HEAD answer has no body but tells the object's length
+                elif key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", length)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -222,6 +225,7 @@ def make_handler(
             return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+        do_LIST = _handle  # Vault lists with the LIST method
 
     return Handler
 
