@@ -334,6 +334,7 @@ MAGICFLOW_WORKFLOWS: dict[str, str] = {
     "langflow-sync": "flows.langflow:sync_langflow",
     "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
     "quota-adjustment": "flows.quota_adjustment:adjust_quota",
+    "dr-validation": "flows.dr_validation:validate_dr_backups",
 }
 """MagicFlow's own workflows: request name -> ``module:flow``.
 

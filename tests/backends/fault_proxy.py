@@ -5,8 +5,9 @@ is forwarded to the upstream server unchanged, except while a fault rule matches
 
 * ``POST /__faults__`` with ``{"status": 503, "count": 2, "method": "PUT",
   "path": "regex", "action": "CreateAlias", "body": "...", "content_type": "...",
-  "delay": 0}`` makes the next ``count`` matching requests (``action``: an RPC
-  action, see below) answer ``status`` (or, with ``"status": 0``,
+  "delay": 0, "after": 0}`` makes the next ``count`` matching requests (``action``: an
+  RPC action, see below; ``after``: let that many matching requests through first) answer
+  ``status`` (or, with ``"status": 0``,
   sleep ``delay`` seconds and close the connection unanswered). With
   ``"truncate": N`` instead, the request is forwarded and the backend's answer is
   sent with its full ``Content-Length`` but only its first N body bytes, then
@@ -110,6 +111,9 @@ class State:
                 if rule.get("action") not in (None, action):
                     continue
                 if rule.get("path") and not re.search(rule["path"], path):
+                    continue
+                if rule.get("after", 0) > 0:  # let this many matching requests through first
+                    rule["after"] -= 1
                     continue
                 rule["count"] -= 1
                 if rule["count"] <= 0:
