@@ -247,9 +247,7 @@ def test_a_restore_failing_half_way_leaves_no_scratch_behind(
     ]
     for result in failed.values():
         assert result.restore == "failed" and result.scratch_deleted is True, result
-        assert (
-            "PermissionDeniedError" in result.problems[0] or "restore test of" in result.problems[0]
-        )
+        assert result.problems[0].startswith(f"restore test of {result.recovery_point} failed")
     assert dr_sources.scratch_left(run_prefix(report.flow_run_id)) == {
         "s3": [], "gcs": [], "vault": [], "rds": [], "ebs": []
     }  # fmt: skip
