@@ -335,6 +335,7 @@ MAGICFLOW_WORKFLOWS: dict[str, str] = {
     "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
     "quota-adjustment": "flows.quota_adjustment:adjust_quota",
     "dr-validation": "flows.dr_validation:validate_dr_backups",
+    "dr-invocation": "flows.dr_invocation:invoke_dr",
 }
 """MagicFlow's own workflows: request name -> ``module:flow``.
 
