@@ -336,6 +336,7 @@ MAGICFLOW_WORKFLOWS: dict[str, str] = {
     "quota-adjustment": "flows.quota_adjustment:adjust_quota",
     "dr-validation": "flows.dr_validation:validate_dr_backups",
     "dr-invocation": "flows.dr_invocation:invoke_dr",
+    "report": "flows.reports:generate_report",
 }
 """MagicFlow's own workflows: request name -> ``module:flow``.
 
