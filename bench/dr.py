@@ -189,7 +189,7 @@ def main() -> None:
 
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         urls = start_backends(stack, Path(tmp), args.latency_ms)
-        stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+        stack.enter_context(prefect_test_harness(server_startup_timeout=600))
         save_blocks(urls)
         log(f"backends behind {args.latency_ms:g} ms proxies: {urls}")
         timed_validation(seed(urls, len(KINDS)), args.concurrency)  # warm-up
