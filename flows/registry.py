@@ -334,6 +334,9 @@ MAGICFLOW_WORKFLOWS: dict[str, str] = {
     "langflow-sync": "flows.langflow:sync_langflow",
     "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
     "quota-adjustment": "flows.quota_adjustment:adjust_quota",
+    "dr-validation": "flows.dr_validation:validate_dr_backups",
+    "dr-invocation": "flows.dr_invocation:invoke_dr",
+    "report": "flows.reports:generate_report",
 }
 """MagicFlow's own workflows: request name -> ``module:flow``.
 

@@ -45,6 +45,7 @@ from flows.registry import describe_validation_errors
 from magicflow.errors import InvalidInputError
 from tasks.aws.s3 import validate_bucket_name as validate_s3_bucket_name
 from tasks.gcp.storage import validate_bucket_name as validate_gcs_bucket_name
+from tasks.kubernetes import MANAGED_BY_LABEL, TENANT_LABEL
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 DNS label (what Kubernetes requires of a namespace name)."""
@@ -386,7 +387,8 @@ class TenantSpec(_Spec):
     @property
     def labels(self) -> dict[str, str]:
         """Labels and tags every resource of the tenant carries."""
-        return {"tenant": self.name, "environment": self.environment, "managed-by": "magicflow"}
+        managed_by, magicflow = MANAGED_BY_LABEL
+        return {TENANT_LABEL: self.name, "environment": self.environment, managed_by: magicflow}
 
     def config_file(self) -> str:
         """The tenant's config file: this spec as YAML, as the GitOps repository keeps it.

@@ -43,6 +43,10 @@ REQUEST_HASH_TAG_PREFIX = "magicflow-request-hash:"
 ACCEPTED_SEQ = 1
 """`WorkflowStatus.seq` of ``accepted``: before every other status of the request."""
 
+REQUESTED_BY_TAG_PREFIX = "magicflow-requested-by:"
+"""Flow-run tag that carries a request's ``requested_by``, for workflows that must know who
+asked (a DR invocation refuses an approval by its requester)."""
+
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 WorkflowName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]

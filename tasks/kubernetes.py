@@ -15,6 +15,10 @@ What each job owns:
 
 Names are checked before anything is written: namespaces are RFC 1123 DNS labels,
 other objects RFC 1123 DNS subdomains, as the API server requires.
+
+For failovers `set_config_map_keys` repoints some keys of a ConfigMap; for reports
+`list_tenant_resource_quotas` reads the quotas of the namespaces labelled as managed
+by MagicFlow (`MANAGED_BY_LABEL`).
 """
 
 import base64
@@ -37,6 +41,7 @@ from magicflow import (
     Change,
     ConflictError,
     InvalidInputError,
+    NotFoundError,
     connection,
     job,
     report,
@@ -843,3 +848,162 @@ def delete_namespaced_object(
             "Secret": (core.read_namespaced_secret, core.delete_namespaced_secret),
         }[kind]
         return _delete(resource, dry_run, read, delete, core, name, namespace)
+
+
+# --- failover repointing and the tenants' quotas ------------------------------------------
+
+MANAGED_BY_LABEL = ("managed-by", "magicflow")
+"""The label MagicFlow puts on the namespaces it manages (one namespace per tenant)."""
+
+TENANT_LABEL = "tenant"
+"""The label naming a managed namespace's tenant (the namespace name when absent)."""
+
+
+@job
+def set_config_map_keys(
+    kubernetes: KubernetesConnection | str,
+    namespace: str,
+    name: str,
+    values: Mapping[str, str],
+    dry_run: bool = False,
+) -> Change:
+    """Sets some keys of an existing ConfigMap (e.g. endpoints), keeping its other keys.
+
+    For failovers: the ConfigMap must exist; a merge patch naming only the keys whose
+    value differs is sent, so a rerun sends nothing.
+
+    Args:
+        kubernetes: The cluster connection, or the name of a saved one.
+        namespace: The namespace (an RFC 1123 DNS label).
+        name: The ConfigMap's name (an RFC 1123 DNS subdomain).
+        values: Key -> new value; keys are letters, digits, ``-``, ``_`` and ``.``.
+        dry_run: Read only, and report what would change.
+
+    Returns:
+        The change to ``k8s:configmap/<namespace>/<name>``: ``updated``
+        (``detail["changed_keys"]``) or ``unchanged``.
+
+    Raises:
+        InvalidInputError: A name, key or value is malformed (nothing written).
+        NotFoundError: The ConfigMap does not exist.
+        PermissionDeniedError: The connection may not read or patch ConfigMaps.
+        TransientError: The API server failed or was unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.kubernetes import set_config_map_keys
+
+        @flow
+        def fail_over_orders():
+            set_config_map_keys("prod-cluster", "orders", "db", {"host": "orders-dr.internal"})
+        ```
+    """
+    resource = f"k8s:configmap/{namespace}/{name}"
+    _check_name(resource, "namespace", namespace, label=True)
+    _check_name(resource, "ConfigMap name", name)
+    if not isinstance(values, Mapping) or not values:
+        raise InvalidInputError(resource, "values must be a non-empty mapping of key -> text")
+    for key, value in values.items():
+        if not (isinstance(key, str) and len(key) <= 253 and _SECRET_KEY.fullmatch(key)):
+            raise InvalidInputError(resource, f"key {key!r} is not a valid ConfigMap key")
+        if not isinstance(value, str):
+            raise InvalidInputError(resource, f"the value of {key} must be text")
+    with _core_v1(kubernetes) as core:
+        current = _read(core, resource, core.read_namespaced_config_map, name, namespace)
+        if current is None:
+            raise NotFoundError(
+                resource, "the ConfigMap does not exist; a failover repoints, never creates"
+            )
+        data = current.get("data") or {}
+        changed = sorted(key for key, value in values.items() if data.get(key) != value)
+        if not changed:
+            return _unchanged(resource, dry_run)
+        patch = {"data": {key: values[key] for key in changed}}
+        return _write(
+            resource,
+            Action.UPDATED,
+            {"changed_keys": changed},
+            dry_run,
+            core.patch_namespaced_config_map,
+            name,
+            namespace,
+            patch,
+        )
+
+
+class TenantQuota(BaseModel):
+    """A ResourceQuota in a namespace MagicFlow manages.
+
+    Attributes:
+        tenant: The namespace's ``tenant`` label, else the namespace name.
+        namespace: The namespace.
+        name: The quota's name.
+        hard: ``spec.hard`` (resource -> quantity).
+        used: ``status.used`` as the API server computed it (empty until it has).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    namespace: str
+    name: str
+    hard: dict[str, str] = Field(default_factory=dict)
+    used: dict[str, str] = Field(default_factory=dict)
+
+
+def _texts(values: Mapping[str, Any] | None) -> dict[str, str]:
+    return {key: str(value) for key, value in (values or {}).items()}
+
+
+@job
+def list_tenant_resource_quotas(
+    kubernetes: KubernetesConnection | str,
+    label_selector: str = "=".join(MANAGED_BY_LABEL),
+) -> list[TenantQuota]:
+    """Lists the ResourceQuotas of the namespaces MagicFlow manages (a read job).
+
+    Args:
+        kubernetes: The cluster connection, or the name of a saved one.
+        label_selector: Which namespaces: by default those labelled
+            ``managed-by=magicflow`` (`MANAGED_BY_LABEL`).
+
+    Returns:
+        One `TenantQuota` per quota, sorted by tenant, namespace and name.
+
+    Raises:
+        PermissionDeniedError: The connection may not list namespaces or quotas.
+        TransientError: The API server failed or was unreachable (retried).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.kubernetes import list_tenant_resource_quotas
+
+        @flow
+        def cpu_per_tenant() -> dict[str, str]:
+            quotas = list_tenant_resource_quotas("prod-cluster")
+            return {quota.tenant: quota.hard.get("requests.cpu", "-") for quota in quotas}
+        ```
+    """
+    resource = f"k8s:namespaces?labelSelector={label_selector}"
+    quotas: list[TenantQuota] = []
+    with _core_v1(kubernetes) as core, _translated(resource, "listing"):
+        namespaces = core.list_namespace(
+            label_selector=label_selector, _request_timeout=_REQUEST_TIMEOUT
+        )
+        for namespace in namespaces.items:
+            name = namespace.metadata.name
+            tenant = (namespace.metadata.labels or {}).get(TENANT_LABEL) or name
+            listed = core.list_namespaced_resource_quota(name, _request_timeout=_REQUEST_TIMEOUT)
+            quotas.extend(
+                TenantQuota(
+                    tenant=tenant,
+                    namespace=name,
+                    name=quota.metadata.name,
+                    hard=_texts(quota.spec and quota.spec.hard),
+                    used=_texts(quota.status and quota.status.used),
+                )
+                for quota in listed.items
+            )
+    return sorted(quotas, key=lambda quota: (quota.tenant, quota.namespace, quota.name))

@@ -30,4 +30,5 @@ pytest_plugins = [
     "tests.fixtures.workflows",
     "tests.fixtures.recording",
     "tests.fixtures.tenants",
+    "tests.fixtures.dr",
 ]

@@ -43,6 +43,7 @@ from magicflow.changes import Action
 from magicflow.messages import (
     REQUEST_HASH_TAG_PREFIX,
     REQUEST_TAG_PREFIX,
+    REQUESTED_BY_TAG_PREFIX,
     WorkflowStatus,
 )
 from magicflow.workflows import REPLY_TOPIC_TAG_PREFIX, run_status
@@ -70,6 +71,8 @@ def run_tags(plan: Dispatch) -> list[str]:
     ]
     if request.reply_topic:
         tags.append(f"{REPLY_TOPIC_TAG_PREFIX}{request.reply_topic}")
+    if request.requested_by:
+        tags.append(f"{REQUESTED_BY_TAG_PREFIX}{request.requested_by}")
     return tags
 
 

@@ -1,13 +1,16 @@
 """AWS jobs: one module per service, as prefect-aws has them.
 
-* `tasks.aws.s3`: `ensure_s3_bucket`, `list_s3_object_versions`, `delete_s3_bucket`
+* `tasks.aws.s3`: `ensure_s3_bucket`, `list_s3_object_versions`, `delete_s3_bucket`,
+  `restore_s3_object_version`, `verify_s3_restore`, `delete_s3_scratch_buckets`,
+  `copy_s3_objects`, `put_s3_object`
 * `tasks.aws.iam`: `ensure_iam_role`, `delete_iam_role`
 * `tasks.aws.kms`: `ensure_kms_key`
-* `tasks.aws.ssm`: `put_ssm_parameter`, `delete_ssm_parameter`
+* `tasks.aws.ssm`: `put_ssm_parameter`, `delete_ssm_parameter`, `repoint_ssm_parameter`
 * `tasks.aws.secrets_manager`: `ensure_secretsmanager_secret`,
   `delete_secretsmanager_secret`
 * `tasks.aws.service_quotas`: `get_service_quota`, `request_service_quota_increase`
-* `tasks.aws.rds`, `tasks.aws.ec2`, `tasks.aws.backup`: disaster-recovery reads
+* `tasks.aws.rds`, `tasks.aws.ec2`, `tasks.aws.backup`: disaster recovery: snapshots and
+  recovery points, restores from them (scratch or DR), their checks and scratch cleanup
 * `tasks.aws.session`: clients from the block (botocore retries off) and AWS errors
   as typed errors; `tasks.aws.inputs`: input rules and tags shared by the services.
 
@@ -27,16 +30,37 @@ Example:
     ```
 """
 
-from tasks.aws.backup import BackupRecoveryPoint, list_backup_recovery_points
-from tasks.aws.ec2 import EbsSnapshot, list_ebs_snapshots
+from tasks.aws.backup import (
+    BackupRecoveryPoint,
+    check_backup_recovery_point,
+    list_backup_recovery_points,
+)
+from tasks.aws.ec2 import (
+    EbsSnapshot,
+    delete_ebs_scratch_volumes,
+    list_ebs_snapshots,
+    restore_ebs_volume_from_snapshot,
+    verify_ebs_restore,
+)
 from tasks.aws.iam import delete_iam_role, ensure_iam_role
 from tasks.aws.kms import ensure_kms_key
-from tasks.aws.rds import RdsSnapshot, list_rds_snapshots
+from tasks.aws.rds import (
+    RdsSnapshot,
+    delete_rds_scratch_instances,
+    list_rds_snapshots,
+    restore_rds_instance_from_snapshot,
+    verify_rds_restore,
+)
 from tasks.aws.s3 import (
     S3ObjectVersion,
+    copy_s3_objects,
     delete_s3_bucket,
+    delete_s3_scratch_buckets,
     ensure_s3_bucket,
     list_s3_object_versions,
+    put_s3_object,
+    restore_s3_object_version,
+    verify_s3_restore,
 )
 from tasks.aws.secrets_manager import delete_secretsmanager_secret, ensure_secretsmanager_secret
 from tasks.aws.service_quotas import (
@@ -44,7 +68,7 @@ from tasks.aws.service_quotas import (
     get_service_quota,
     request_service_quota_increase,
 )
-from tasks.aws.ssm import delete_ssm_parameter, put_ssm_parameter
+from tasks.aws.ssm import delete_ssm_parameter, put_ssm_parameter, repoint_ssm_parameter
 
 __all__ = [
     "BackupRecoveryPoint",
@@ -52,8 +76,13 @@ __all__ = [
     "RdsSnapshot",
     "S3ObjectVersion",
     "ServiceQuota",
+    "check_backup_recovery_point",
+    "copy_s3_objects",
+    "delete_ebs_scratch_volumes",
     "delete_iam_role",
+    "delete_rds_scratch_instances",
     "delete_s3_bucket",
+    "delete_s3_scratch_buckets",
     "delete_secretsmanager_secret",
     "delete_ssm_parameter",
     "ensure_iam_role",
@@ -65,6 +94,14 @@ __all__ = [
     "list_ebs_snapshots",
     "list_rds_snapshots",
     "list_s3_object_versions",
+    "put_s3_object",
     "put_ssm_parameter",
+    "repoint_ssm_parameter",
     "request_service_quota_increase",
+    "restore_ebs_volume_from_snapshot",
+    "restore_rds_instance_from_snapshot",
+    "restore_s3_object_version",
+    "verify_ebs_restore",
+    "verify_rds_restore",
+    "verify_s3_restore",
 ]

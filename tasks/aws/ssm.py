@@ -1,4 +1,4 @@
-"""SSM Parameter Store jobs: a parameter that holds a value, overwritten only when it differs."""
+"""SSM Parameter Store jobs: parameters that hold a value, and repointing one at a DR endpoint."""
 
 import re
 from collections.abc import Mapping
@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import SecretStr
 
 from blocks import AwsCredentials
-from magicflow import Action, Change, connection, job
+from magicflow import Action, Change, NotFoundError, connection, job
 from tasks.aws.inputs import (
     require,
     secret_text,
@@ -15,6 +15,7 @@ from tasks.aws.inputs import (
     tag_dict,
     tag_list,
     validate_description,
+    validate_region,
     validate_tags,
 )
 from tasks.aws.session import aws_client, aws_errors, call_or_none, report_change
@@ -196,3 +197,79 @@ def delete_ssm_parameter(
         if not dry_run:
             call_or_none({"ParameterNotFound"}, ssm.delete_parameter, Name=name)
     return report_change(resource, Action.DELETED, dry_run=dry_run)
+
+
+@job
+def repoint_ssm_parameter(
+    aws_credentials: AwsCredentials | str,
+    name: str,
+    value: str,
+    region: str | None = None,
+    dry_run: bool = False,
+) -> Change:
+    """Points an existing parameter at a new value (an endpoint), keeping everything else.
+
+    For failovers: the parameter must exist; only its value changes (its type,
+    description and tags stay as they are), and only when it differs. The value is
+    configuration such as a hostname, not a secret (it travels in a DR plan); the
+    current value is never logged or returned, as it may be a ``SecureString``.
+
+    Args:
+        aws_credentials: The AWS connection, or the name of a saved `AwsCredentials` block.
+        name: The parameter name, for example ``/acme/db/host``.
+        value: The new value.
+        region: The parameter's region; the block's when omitted.
+        dry_run: Read and report the plan without writing.
+
+    Returns:
+        The `Change` for ``aws:ssm:parameter/<name>``: ``updated`` (``detail["version"]``)
+        or ``unchanged``.
+
+    Raises:
+        InvalidInputError: Bad name, region, empty or oversized value; nothing written.
+        NotFoundError: The parameter does not exist.
+        PermissionDeniedError: The credentials may not read, decrypt or write it.
+        TransientError: Throttling, 5xx or network trouble (retried by Prefect).
+
+    Example:
+        ```python
+        from prefect import flow
+        from tasks.aws import repoint_ssm_parameter
+
+        @flow
+        def fail_over_orders():
+            repoint_ssm_parameter("prod-aws", "/orders/db/host", "orders-dr.example.internal")
+        ```
+    """
+    resource = f"aws:ssm:parameter/{name}"
+    require(
+        bool(_SSM_NAME.fullmatch(name)),
+        resource,
+        "a parameter name has 1 to 2048 of [A-Za-z0-9_.-/]",
+    )
+    validate_region(resource, region)
+    require(isinstance(value, str) and 0 < len(value.encode()) <= _SSM_VALUE_MAX_BYTES, resource,
+            f"the value has 1 to {_SSM_VALUE_MAX_BYTES} bytes")  # fmt: skip
+    credentials = connection(aws_credentials, AwsCredentials)
+    with aws_errors(resource, carries_secret=True):
+        ssm = aws_client(credentials, "ssm", region)
+        found = call_or_none(
+            {"ParameterNotFound"}, ssm.get_parameter, Name=name, WithDecryption=True
+        )
+        if found is None:
+            raise NotFoundError(
+                resource, "the parameter does not exist; a failover repoints, never creates"
+            )
+        parameter = found["Parameter"]
+        if parameter["Value"] == value:
+            return report_change(
+                resource, Action.UNCHANGED, dry_run=dry_run, version=parameter["Version"]
+            )
+        version = parameter["Version"]
+        if not dry_run:
+            version = ssm.put_parameter(
+                Name=name, Value=value, Type=parameter["Type"], Overwrite=True
+            )["Version"]
+    return report_change(
+        resource, Action.UPDATED, dry_run=dry_run, version=version, fields=["value"]
+    )

@@ -1,6 +1,8 @@
 """GCP jobs: one module per service.
 
-* `tasks.gcp.storage`: `ensure_gcs_bucket`, `list_gcs_object_generations`, `delete_gcs_bucket`
+* `tasks.gcp.storage`: `ensure_gcs_bucket`, `list_gcs_object_generations`, `delete_gcs_bucket`,
+  `restore_gcs_object_generation`, `verify_gcs_restore`, `delete_gcs_scratch_buckets`,
+  `copy_gcs_objects`, `put_gcs_object`
 * `tasks.gcp.secret_manager`: `ensure_gcp_secret`, `delete_gcp_secret`
 * `tasks.gcp.cloud_quotas`: `get_gcp_quota`, `request_gcp_quota_increase`
 * `tasks.gcp.session`: Google errors through the one error table, project and label rules
@@ -25,9 +27,14 @@ from tasks.gcp.storage import (
     GcsObjectGeneration,
     GcsObjectGenerations,
     GcsObjectHistory,
+    copy_gcs_objects,
     delete_gcs_bucket,
+    delete_gcs_scratch_buckets,
     ensure_gcs_bucket,
     list_gcs_object_generations,
+    put_gcs_object,
+    restore_gcs_object_generation,
+    verify_gcs_restore,
 )
 
 __all__ = [
@@ -35,11 +42,16 @@ __all__ = [
     "GcsObjectGeneration",
     "GcsObjectGenerations",
     "GcsObjectHistory",
+    "copy_gcs_objects",
     "delete_gcp_secret",
     "delete_gcs_bucket",
+    "delete_gcs_scratch_buckets",
     "ensure_gcp_secret",
     "ensure_gcs_bucket",
     "get_gcp_quota",
     "list_gcs_object_generations",
+    "put_gcs_object",
     "request_gcp_quota_increase",
+    "restore_gcs_object_generation",
+    "verify_gcs_restore",
 ]

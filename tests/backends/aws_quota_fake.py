@@ -8,7 +8,9 @@ clients (and the jobs in ``tasks/aws.py``) talk to it unchanged through an endpo
   and ``ListRequestedServiceQuotaChangeHistoryByQuota``. Errors are HTTP 400 with
   ``{"__type": Code, "message": ...}``, as AWS sends them.
 * AWS Backup, restJson1: ``GET /backup-vaults/{name}/recovery-points/`` with
-  ``maxResults``/``nextToken``. Errors carry ``X-Amzn-ErrorType``.
+  ``maxResults``/``nextToken`` (ListRecoveryPointsByBackupVault), and
+  ``GET /backup-vaults/{name}/recovery-points/{arn}`` (DescribeRecoveryPoint). Errors
+  carry ``X-Amzn-ErrorType``.
 
 Shapes follow botocore's service models (``service-quotas/2019-06-24``,
 ``backup/2018-11-15``); timestamps are epoch seconds, as both JSON protocols send them.
@@ -38,6 +40,7 @@ OPEN_STATUSES = {"PENDING", "CASE_OPENED"}
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 RECOVERY_POINTS = re.compile(r"^/backup-vaults/([^/]+)/recovery-points/?$")
+RECOVERY_POINT = re.compile(r"^/backup-vaults/([^/]+)/recovery-points/([^/]+)$")
 
 
 class AwsError(Exception):
@@ -168,6 +171,15 @@ def list_recovery_points(state: State, vault: str, query: dict[str, list[str]]) 
     return result
 
 
+def describe_recovery_point(state: State, vault: str, arn: str) -> dict[str, Any]:
+    if vault not in state.vaults:
+        raise AwsError("ResourceNotFoundException", f"Backup vault {vault} not found", 404)
+    for point in state.vaults[vault]:
+        if point.get("RecoveryPointArn") == arn:
+            return {"BackupVaultName": vault, **point}
+    raise AwsError("ResourceNotFoundException", f"Recovery point {arn} not found", 404)
+
+
 def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -226,6 +238,18 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                     snapshot = {"requests": state.requests, "calls": dict(state.calls)}
                 return self._reply(200, snapshot, "application/json")
             match = RECOVERY_POINTS.match(url.path)
+            point = RECOVERY_POINT.match(url.path)
+            if match is None and point is not None:
+                try:
+                    with state.lock:
+                        state.calls["DescribeRecoveryPoint"] += 1
+                        found = describe_recovery_point(state, unquote(point[1]), unquote(point[2]))
+                except AwsError as error:
+                    payload = {"Code": error.code, "Message": error.message}
+                    return self._reply(
+                        error.status, payload, "application/json", {"X-Amzn-ErrorType": error.code}
+                    )
+                return self._reply(200, found, "application/json")
             if match is None:
                 error = {"Code": "UnknownOperationException", "Message": f"no route {url.path}"}
                 return self._reply(

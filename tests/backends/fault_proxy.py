@@ -5,8 +5,9 @@ is forwarded to the upstream server unchanged, except while a fault rule matches
 
 * ``POST /__faults__`` with ``{"status": 503, "count": 2, "method": "PUT",
   "path": "regex", "action": "CreateAlias", "body": "...", "content_type": "...",
-  "delay": 0}`` makes the next ``count`` matching requests (``action``: an RPC
-  action, see below) answer ``status`` (or, with ``"status": 0``,
+  "delay": 0, "after": 0}`` makes the next ``count`` matching requests (``action``: an
+  RPC action, see below; ``after``: let that many matching requests through first) answer
+  ``status`` (or, with ``"status": 0``,
   sleep ``delay`` seconds and close the connection unanswered). With
   ``"truncate": N`` instead, the request is forwarded and the backend's answer is
   sent with its full ``Content-Length`` but only its first N body bytes, then
@@ -111,6 +112,9 @@ class State:
                     continue
                 if rule.get("path") and not re.search(rule["path"], path):
                     continue
+                if rule.get("after", 0) > 0:  # let this many matching requests through first
+                    rule["after"] -= 1
+                    continue
                 rule["count"] -= 1
                 if rule["count"] <= 0:
                     self.rules.remove(rule)
@@ -145,10 +149,13 @@ def make_handler(
 
         def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
             self.send_response(status)
+            length = str(len(body))
             for key, value in headers:
-                if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
+                if key.lower() == "content-length" and self.command == "HEAD":
+                    length = value  # a HEAD answer has no body but tells the object's length
+                elif key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", length)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
@@ -222,6 +229,7 @@ def make_handler(
             return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+        do_LIST = _handle  # Vault lists with the LIST method
 
     return Handler
 

@@ -11,8 +11,9 @@ a cluster would answer:
 
 * a namespaced object cannot be created in a namespace that does not exist (404);
 * the server's defaulting: the ``kubernetes.io/metadata.name`` label on namespaces,
-  the default limits and requests of ``Container`` LimitRange items, and
-  ``stringData`` of Secrets folded into base64 ``data``.
+  ``metadata.namespace`` on namespaced objects, the default limits and requests of
+  ``Container`` LimitRange items, and ``stringData`` of Secrets folded into base64 ``data``;
+* equality-based label selectors on lists (``?labelSelector=a=b,c!=d,e``).
 
 Still missing: PUT (replace), ``resourceVersion`` and validation.
 """
@@ -74,6 +75,25 @@ def fold_string_data(secret: dict[str, Any]) -> None:
         }
 
 
+def matches_selector(labels: dict[str, str], selector: str) -> bool:
+    """Whether labels match an equality selector: ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``."""
+    for term in filter(None, (part.strip() for part in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
 class ApiServerEmulator(KubernetesEmulator):
     """kmock's emulator plus the API-server behaviours listed in the module docstring."""
 
@@ -94,6 +114,8 @@ class ApiServerEmulator(KubernetesEmulator):
                         message=f'namespaces "{namespace}" not found',
                         details={"name": namespace, "kind": "namespaces"},
                     )
+                if plural != "namespaces" and namespace:
+                    data.setdefault("metadata", {})["namespace"] = namespace
                 name = data.get("metadata", {}).get("name")
                 if plural == "namespaces" and name:
                     labels = data["metadata"].get("labels") or {}
@@ -106,6 +128,17 @@ class ApiServerEmulator(KubernetesEmulator):
                 if plural == "secrets":
                     fold_string_data(data)
         return await super()._handle(request)
+
+    async def _serve_list(self, request: rendering.Request) -> Any:
+        listed = await super()._serve_list(request)
+        selector = request.params.get("labelSelector")
+        if selector and isinstance(listed, dict):
+            listed["items"] = [
+                item
+                for item in listed["items"]
+                if matches_selector((item.get("metadata") or {}).get("labels") or {}, selector)
+            ]
+        return listed
 
 
 async def serve(port: int) -> None:

@@ -10,7 +10,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from blocks import KafkaConnection
-from magicflow.messages import REQUEST_TAG_PREFIX
+from magicflow.messages import REQUEST_TAG_PREFIX, REQUESTED_BY_TAG_PREFIX
 from tests.fixtures.kafka import (
     committed_total,
     flow_runs_named,
@@ -41,7 +41,9 @@ async def test_a_request_becomes_one_flow_run_with_its_parameters_tags_and_statu
         [
             (
                 request_id.encode(),
-                request_bytes(request_id, parameters={"name": "ada", "times": 3}),
+                request_bytes(
+                    request_id, parameters={"name": "ada", "times": 3}, requested_by="portal:ada"
+                ),
                 [],
             )
         ],
@@ -60,7 +62,11 @@ async def test_a_request_becomes_one_flow_run_with_its_parameters_tags_and_statu
     assert [run.id for run in runs] == [flow_run_id]
     run = runs[0]
     assert run.parameters == {"name": "ada", "times": 3}
-    assert set(run.tags) >= {f"{REQUEST_TAG_PREFIX}{request_id}", "magicflow"}
+    assert set(run.tags) >= {
+        f"{REQUEST_TAG_PREFIX}{request_id}",
+        f"{REQUESTED_BY_TAG_PREFIX}portal:ada",  # who asked: a DR invocation refuses them
+        "magicflow",
+    }
     assert run.name == f"greet-{request_id}"
     assert run.idempotency_key == request_id
     assert await committed_total(kafka) == 1
