@@ -1,7 +1,8 @@
 """A stateful, in-memory fake of the GitLab REST API v4, for tests that cannot run GitLab.
 
 Run: ``python -m deployments.fakes.gitlab --port P [--auto-approve]``. It answers
-python-gitlab's real requests with GitLab's real response shapes, status codes and error bodies, for the
+python-gitlab's real requests with GitLab's real response shapes, status codes and
+error bodies, for the
 routes MagicFlow's GitLab jobs use:
 
 * ``GET /user``, ``GET /version``; ``GET /-/health`` (no auth, for readiness).
