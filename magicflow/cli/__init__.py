@@ -78,6 +78,7 @@ class CliError(Exception):
 
 
 COMMAND_MODULES = (
+    "magicflow.cli.stack",
     "magicflow.cli.submit",
     "magicflow.cli.check",
     "magicflow.cli.blocks",
