@@ -105,8 +105,7 @@ class ChangesTable:
     def rows(self) -> list[tuple[str, str, str]]:
         """(action, resource, dry run) per change."""
         return [
-            (str(c.action.value), c.resource, "dry run" if c.dry_run else "")
-            for c in self.changes
+            (str(c.action.value), c.resource, "dry run" if c.dry_run else "") for c in self.changes
         ]
 
     def __str__(self) -> str:
