@@ -115,6 +115,8 @@ class ChangesTable:
             for action, resource, dry in [("action", "resource", ""), *self.rows()]
         )
 
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
         from html import escape
 
