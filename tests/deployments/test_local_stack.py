@@ -31,6 +31,8 @@ from nbclient import NotebookClient
 from deployments.local_servers import free_port
 from tests.fixtures.kafka import PROJECT_ROOT
 
+# The module's tests share one stack; the first one waits for its start-up.
+pytestmark = pytest.mark.timeout(3600)
 UP_TIMEOUT = 1500  # a first start on a loaded 2-core machine: server migrations, deploy, sample
 RUN_URL = re.compile(r"http://127\.0\.0\.1:\d+/runs/flow-run/([0-9a-f-]{36})")
 
