@@ -2,8 +2,7 @@
 
 Run: ``python -m deployments.fakes.gitlab --port P [--auto-approve]``. It answers
 python-gitlab's real requests with GitLab's real response shapes, status codes and
-error bodies, for the
-routes MagicFlow's GitLab jobs use:
+error bodies, for the routes MagicFlow's GitLab jobs use:
 
 * ``GET /user``, ``GET /version``; ``GET /-/health`` (no auth, for readiness).
 * ``POST /projects`` (``name``/``path``, ``approvals_before_merge``,
