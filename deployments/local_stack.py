@@ -642,28 +642,30 @@ def _start(
             (state_dir / "openbao").mkdir(exist_ok=True)
         url = f"127.0.0.1:{port}" if health == "tcp" else f"http://127.0.0.1:{port}"
         jobs.append((name, argv, health, port, url, extra, 60.0))
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [
-            pool.submit(
-                starter.start,
-                name,
-                argv,
-                tcp_ready(port) if health == "tcp" else http_ready(str(health), (200, 204)),
-                port,
-                health,
-                url,
-                extra,
-                timeout,
-            )
-            for name, argv, health, port, url, extra, timeout in jobs
-        ]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            starter.cancelled = True
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    # Not a `with` block: on Ctrl-C it would wait for the slowest readiness check.
+    pool = ThreadPoolExecutor(len(jobs))
+    futures = [
+        pool.submit(
+            starter.start,
+            name,
+            argv,
+            tcp_ready(port) if health == "tcp" else http_ready(str(health), (200, 204)),
+            port,
+            health,
+            url,
+            extra,
+            timeout,
+        )
+        for name, argv, health, port, url, extra, timeout in jobs
+    ]
+    try:
+        for future in futures:
+            future.result()
+    except BaseException:
+        starter.cancelled = True
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     ports = {service.name: service.port for service in stack.services if service.port}
     saved = apply_stack_blocks(ports, state_dir, vault_token)
     progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,3 +211,32 @@ def test_help_lists_every_exit_code_and_every_option_has_help() -> None:
         if not isinstance(action, argparse._SubParsersAction) and not action.help
     ]
     assert missing == []
+
+
+def test_ctrl_c_during_up_stops_every_process_it_had_started(tmp_path: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "magicflow.cli", "up", "--state-dir", str(tmp_path),
+         "--prefect-port", str(free_port())],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background jobs ignore SIGINT; a terminal's Ctrl-C does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    services: list[dict[str, object]] = []
+    deadline = time.monotonic() + 120
+    while len(services) < 8 and time.monotonic() < deadline:  # every server is starting
+        try:
+            services = json.loads((tmp_path / "stack.json").read_text())["services"]
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    assert len(services) >= 8, services
+    up.send_signal(signal.SIGINT)
+    out, err = up.communicate(timeout=120)
+    assert up.returncode == 130, out + err
+    assert "stopping what was started" in out and "Traceback" not in out + err
+    alive = [s["name"] for s in services if start_ticks(int(str(s["pid"]))) == str(s["started"])]
+    assert alive == []
+    assert not (tmp_path / "stack.json").exists()
