@@ -268,6 +268,8 @@ def port_is_free(port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # As servers bind: a port whose last connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
