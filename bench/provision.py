@@ -105,7 +105,8 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
         "kubernetes": (
             [
                 sys.executable,
-                str(BACKENDS_DIR / "kubernetes_emulator.py"),
+                "-m",
+                "deployments.fakes.kubernetes",
                 "--port",
                 str(ports["kubernetes"]),
             ],
@@ -113,7 +114,7 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
             {},
         ),
         "gitlab": (
-            [sys.executable, str(BACKENDS_DIR / "gitlab_fake.py"), "--port", str(ports["gitlab"])],
+            [sys.executable, "-m", "deployments.fakes.gitlab", "--port", str(ports["gitlab"])],
             http_ready(f"http://127.0.0.1:{ports['gitlab']}/-/health"),
             {},
         ),

@@ -110,6 +110,8 @@ class BackendProcess:
         env: Extra environment variables.
         timeout: Seconds to wait for readiness.
         cwd: Working directory of the server (default: this process's).
+        on_start: Called with this object once the process exists, before the
+            readiness wait (e.g. to record its PID where a later run can stop it).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class BackendProcess:
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         cwd: Path | None = None,
+        on_start: Callable[[BackendProcess], None] | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -135,6 +138,8 @@ class BackendProcess:
             cwd=cwd,
         )
         log.close()
+        if on_start is not None:
+            on_start(self)
         deadline = time.monotonic() + timeout
         while not ready():
             if self.process.poll() is not None:

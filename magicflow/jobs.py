@@ -98,6 +98,7 @@ def job(
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         return task(
             name=name or function.__name__,
+            task_run_name=job_run_name(name or function.__name__),
             # A job must read live state every time. Prefect's default policy would
             # also reuse a result when only a SecretStr input changed (it hashes
             # them masked), silently skipping a rotation.
@@ -109,6 +110,42 @@ def job(
         )(function)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def job_run_name(job_name: str) -> Callable[[], str]:
+    """A job's run name: the job and its first text argument after the connection.
+
+    Prefect would name a run ``ensure_s3_bucket-a1b`` (a random suffix); in the UI and
+    in a notebook, ``ensure_s3_bucket: acme-data (dry run)`` says which run is which.
+
+    Args:
+        job_name: The job's name.
+
+    Returns:
+        A function Prefect calls at run time (``task_run_name``).
+
+    Example:
+        ```python
+        task(task_run_name=job_run_name("ensure_s3_bucket"))(ensure_s3_bucket)
+        ```
+    """
+
+    def run_name() -> str:
+        from prefect.runtime import task_run
+
+        parameters = dict(task_run.parameters)
+        key = next(
+            (
+                value
+                for field, value in list(parameters.items())[1:]
+                if isinstance(value, str) and value and field != "dry_run"
+            ),
+            None,
+        )
+        text = f"{job_name}: {key[:60]}" if key else job_name
+        return f"{text} (dry run)" if parameters.get("dry_run") is True else text
+
+    return run_name
 
 
 def connection(value: B | str, block_type: type[B]) -> B:

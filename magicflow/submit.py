@@ -201,8 +201,8 @@ async def asubmit(
     consumer = await _start_following(kafka, reply_topic or kafka.status_topic) if wait else None
     try:
         producer = kafka.get_producer()
-        await producer.start()
         try:
+            await producer.start()
             await producer.send_and_wait(
                 kafka.requests_topic, value, key=request.id.encode(), headers=headers
             )

@@ -18,12 +18,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 from importlib import import_module
+from typing import NoReturn
 
 DEBUG_ENV = "MAGICFLOW_DEBUG"
 """Set to 1 to print the traceback of an error along with its one-line explanation."""
@@ -78,6 +80,7 @@ class CliError(Exception):
 
 
 COMMAND_MODULES = (
+    "magicflow.cli.stack",
     "magicflow.cli.submit",
     "magicflow.cli.check",
     "magicflow.cli.blocks",
@@ -85,6 +88,21 @@ COMMAND_MODULES = (
     "magicflow.cli.langflow",
 )
 """Subcommand modules, in the order ``--help`` lists them."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, naming the fix."""
+
+    def error(self, message: str) -> NoReturn:
+        """Prints ``<prog>: error: <message>. Fix: see <prog> --help`` and exits 2.
+
+        Args:
+            message: What argparse found wrong.
+        """
+        self.exit(
+            int(ExitCode.USAGE),
+            f"{self.prog}: error: {message}. Fix: see {self.prog} --help\n",
+        )
 
 
 def _epilog() -> str:
@@ -100,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; each subcommand sets ``handler`` (called with the parsed args).
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="magicflow",
         description="MagicFlow: an operations team's idempotent daily work as Prefect flows.",
         epilog=_epilog(),
@@ -202,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    # The command explains a failure in one line; the Kafka client's own error logs
+    # would say the same in many.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -116,7 +116,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.set_defaults(handler=submit_command)
 
 
-def _print_status(status: WorkflowStatus) -> None:
+def print_status(status: WorkflowStatus) -> None:
+    """Prints a status as one line (time, state, workflow, run, changes), then its UI link.
+
+    Args:
+        status: A status read from the status topic.
+    """
     parts = [status.at.strftime("%H:%M:%S"), f"{status.state.value:<9}", status.workflow or "-"]
     if status.dry_run:
         parts.append("(dry run)")
@@ -180,7 +185,7 @@ def submit_command(args: argparse.Namespace) -> int:
             requested_by=args.requested_by,
             wait=args.wait,
             timeout_seconds=args.timeout,
-            on_status=_print_status,
+            on_status=print_status,
         )
     except ValidationError as error:
         fields = ", ".join(".".join(map(str, e["loc"])) or "request" for e in error.errors())

@@ -111,3 +111,28 @@ def test_a_job_given_a_missing_block_fails_at_once_with_the_typed_error(captured
             "nowhere", "a/b", {"k": SecretStr("v")}
         )
     assert " - Retry " not in captured_logs.text
+
+
+def test_a_job_called_directly_is_named_after_its_resource_not_at_random() -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    @job
+    def ensure_demo_bucket(connection: str, bucket: str, dry_run: bool = False) -> Change:
+        return Change(resource=f"demo:bucket/{bucket}", action="unchanged", dry_run=dry_run)
+
+    ensure_demo_bucket("aws", "acme-data-7f3", dry_run=True)
+    ensure_demo_bucket("aws", "acme-data-7f3")
+    with get_client(sync_client=True) as client:
+        names = [
+            run.name
+            for run in client.read_task_runs(
+                task_run_filter=TaskRunFilter(
+                    name=TaskRunFilterName(like_="ensure_demo_bucket: acme-data-7f3")
+                )
+            )
+        ]
+    assert sorted(names) == [
+        "ensure_demo_bucket: acme-data-7f3",
+        "ensure_demo_bucket: acme-data-7f3 (dry run)",
+    ]

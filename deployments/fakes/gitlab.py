@@ -1,8 +1,8 @@
 """A stateful, in-memory fake of the GitLab REST API v4, for tests that cannot run GitLab.
 
-Run: ``python gitlab_fake.py --port P``. It answers python-gitlab's real requests
-with GitLab's real response shapes, status codes and error bodies, for the
-routes MagicFlow's GitLab jobs use:
+Run: ``python -m deployments.fakes.gitlab --port P [--auto-approve]``. It answers
+python-gitlab's real requests with GitLab's real response shapes, status codes and
+error bodies, for the routes MagicFlow's GitLab jobs use:
 
 * ``GET /user``, ``GET /version``; ``GET /-/health`` (no auth, for readiness).
 * ``POST /projects`` (``name``/``path``, ``approvals_before_merge``,
@@ -51,6 +51,11 @@ What differs between GitLab's tiers and over time is modelled too:
   a merge request created in a fork with ``target_project_id`` lives in the target
   project with the fork as ``source_project_id``.
 
+With ``--auto-approve`` (what ``magicflow up`` starts), the user ``auto-approver``
+approves every merge request as soon as it is opened, so a runbook waiting at its
+approval gate goes on at once; without it, someone must approve (``POST /approve``
+as another user), as on a real GitLab.
+
 TEST-ONLY control endpoint (GitLab has no such thing): ``POST /-/fake/project``
 ``{"project": "root/repo", "tier": "free", "pending_status_reads": 2}``.
 """
@@ -82,6 +87,8 @@ USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PROJECT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 DRAFT_TITLE = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|\[wip\]|wip:)", re.IGNORECASE)
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+AUTO_APPROVER = "auto-approver"
+"""The user who approves every new merge request when the fake runs with --auto-approve."""
 MR_STATES = {"opened", "closed", "merged", "locked", "all"}
 
 
@@ -282,7 +289,8 @@ def bool_param(request: Request, name: str, default: bool = False) -> bool:
 class GitLab:
     """All state, and one method per API route. Every call holds the lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, auto_approve: bool = False) -> None:
+        self.auto_approve = auto_approve
         self.lock = threading.RLock()
         self.ids = itertools.count(1)
         self.commit_seq = itertools.count(1)
@@ -1205,6 +1213,8 @@ class GitLab:
         )
         self.check_open_duplicate(found, mr)
         found.merge_requests[mr.iid] = mr
+        if self.auto_approve:
+            mr.approved_by.append(self.authenticate(f"{USER_TOKEN_PREFIX}{AUTO_APPROVER}", "POST"))
         return Response(201, self.mr_json(request, found, mr))
 
     def get_merge_request(self, request: Request, project: str, iid: str) -> Response:
@@ -1521,9 +1531,16 @@ def make_handler(gitlab: GitLab) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
+    parser.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help=f"{AUTO_APPROVER} approves every merge request as soon as it opens",
+    )
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(GitLab()))
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", args.port), make_handler(GitLab(auto_approve=args.auto_approve))
+    )
     server.daemon_threads = True
     server.serve_forever()
 

@@ -1,6 +1,6 @@
 """Serves kmock's KubernetesEmulator on 127.0.0.1:PORT until terminated.
 
-Run: ``python kubernetes_emulator.py --port P``. It keeps namespaced and cluster
+Run: ``python -m deployments.fakes.kubernetes --port P``. It keeps namespaced and cluster
 objects in memory and answers the Kubernetes REST API with real Status bodies.
 
 kmock stores objects as plain JSON and merges dicts on PATCH, with ``null`` removing
@@ -31,7 +31,7 @@ _parse_path = parsing.parse_path
 
 
 def parse_path(path: str) -> parsing.ParsedPath:
-    """kmock's parser, except that Namespace objects themselves are cluster-scoped.
+    """Kmock's parser, except that Namespace objects themselves are cluster-scoped.
 
     kmock reads ``/api/v1/namespaces/acme`` as "the namespace acme, no resource";
     the real API server reads it as the Namespace object named acme.
@@ -152,7 +152,7 @@ async def serve(port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     asyncio.run(serve(parser.parse_args().port))
 
 
