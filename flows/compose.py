@@ -68,6 +68,7 @@ from flows.composition import (
     Swarm,
     check_composition,
     error_payload,
+    join_path,
     registry_for_compositions,
 )
 from flows.registry import RegisteredJob, Registry
@@ -84,6 +85,9 @@ PAUSE_TIMEOUT_SECONDS = 7 * 24 * 3600
 PAUSE_POLL_SECONDS = 1
 PROGRESS_UPDATE_SECONDS = 1.0
 """A swarm's progress artifact is updated at most this often, and when it ends."""
+
+ROOT = "(root)"
+"""How a composition's root node is named in step lists and payloads."""
 
 Control = Literal["run", "pause", "cancel"]
 _CONTROLS: dict[str, Control] = {"pause": "pause", "cancel": "cancel"}
@@ -229,8 +233,8 @@ class CompositionRun:
             CompositionCancelledError: The run was cancelled (after the error callbacks).
         """
         if node.when is not None and not node.when.holds(self.named):
-            self.steps[path or "(root)"] = "skipped"
-            get_run_logger().info("Skipping %s: its condition does not hold", path or "(root)")
+            self.steps[path or ROOT] = "skipped"
+            get_run_logger().info("Skipping %s: its condition does not hold", path or ROOT)
             return previous
         try:
             if isinstance(node, Signature):
@@ -243,7 +247,7 @@ class CompositionRun:
             self.callbacks(node.on_error, path, "on_error", self.payload("failed", failed))
             raise
         except CompositionCancelledError as cancelled:
-            payload = error_payload("cancelled", path or "(root)", None, None, cancelled)
+            payload = error_payload("cancelled", path or ROOT, None, None, cancelled)
             self.callbacks(node.on_error, path, "on_error", payload)
             raise
         if node.step is not None:
@@ -262,14 +266,14 @@ class CompositionRun:
         """Runs steps in order, reading the control before each; returns the last result."""
         result = previous
         for index, step in enumerate(node.steps):
-            step_path = f"{path}steps[{index}]"
+            step_path = f"{join_path(path, 'steps')}[{index}]"
             self.between_steps(step_path)
-            result = self.run(step, f"{step_path}.", result)
+            result = self.run(step, step_path, result)
         return result
 
     def run_signature(self, node: Signature, path: str, previous: Any) -> Any:
         """Runs one signature as a task run and waits for its result."""
-        step_path = path.rstrip(".") or "(root)"
+        step_path = path or ROOT
         future, parameters = self.submit(node, step_path, previous)
         try:
             result = future.result()
@@ -304,16 +308,16 @@ class CompositionRun:
 
     def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
         """Runs a swarm's items, fed at once, and returns their results in order."""
-        running = OpenSwarm(self, node, path.rstrip(".") or "(root)", previous)
+        running = OpenSwarm(self, node, path, previous)
         running.feed(*node.items)
         return running.close()
 
     def callbacks(self, callbacks: list[Signature], path: str, label: str, payload: Any) -> None:
         """Runs callbacks in order; a failing one is recorded and logged, never raised."""
         for index, callback in enumerate(callbacks):
-            callback_path = f"{path.rstrip('.')}.{label}[{index}]".lstrip(".")
+            callback_path = f"{join_path(path, label)}[{index}]"
             try:
-                self.run(callback, f"{callback_path}.", payload)
+                self.run(callback, callback_path, payload)
             except (_StepFailed, CompositionCancelledError) as error:
                 cause = error.error if isinstance(error, _StepFailed) else error
                 self.callback_failures.append(
@@ -354,6 +358,7 @@ class OpenSwarm:
         self._next = 0
         self._stopped: BaseException | None = None
         self._progress_at = 0.0
+        self._progress_lock = threading.Lock()
         self._progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             0.0, description=self._describe()
         )
@@ -373,7 +378,7 @@ class OpenSwarm:
             check_composition(item, self.run.registry, self.run.dry_run)
         with self._changed:
             if self._closed:
-                raise InvalidCompositionError(self.path, "the swarm is closed")
+                raise InvalidCompositionError(self.path or ROOT, "the swarm is closed")
             self.items.extend(items)
             self.results.extend([None] * len(items))
             self._changed.notify_all()
@@ -398,7 +403,7 @@ class OpenSwarm:
             self._changed.wait_for(lambda: len(self.outcome) >= len(self.futures))
         self._update_progress(force=True)
         for index, item in enumerate(self.items):
-            item_path = f"{self.path}.items[{index}]"
+            item_path = f"{join_path(self.path, 'items')}[{index}]"
             outcome = self.outcome.get(index, "cancelled")
             self.run.steps[item_path] = outcome
             if outcome == "completed":
@@ -418,11 +423,11 @@ class OpenSwarm:
         if self.errors:
             counts = self.counts()
             error = SwarmFailedError(
-                f"swarm:{self.path}",
+                f"swarm:{self.path or ROOT}",
                 f"{counts['failed']} failed, {counts['done']} done, "
                 f"{counts['cancelled']} cancelled of {len(self.items)}",
             )
-            raise _StepFailed(self.path, None, None, error)
+            raise _StepFailed(self.path or ROOT, None, None, error)
         return self.results
 
     def counts(self) -> dict[str, int]:
@@ -465,7 +470,7 @@ class OpenSwarm:
             item = self.items[index]
             try:
                 future, parameters = self.run.submit(
-                    item, f"{self.path}.items[{index}]", self.previous
+                    item, f"{join_path(self.path, 'items')}[{index}]", self.previous
                 )
             except BaseException as error:  # recorded as the item's failure
                 self._slots.release()
@@ -481,10 +486,10 @@ class OpenSwarm:
         if self._stopped is not None:
             return True
         if self._budget_spent():
-            self._stopped = SwarmFailedError(f"swarm:{self.path}", "failure budget spent")
+            self._stopped = SwarmFailedError(f"swarm:{self.path or ROOT}", "failure budget spent")
             return True
         try:
-            self.run.between_steps(f"{self.path}.items[{self._next}]", fresh=False)
+            self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]", fresh=False)
         except CompositionCancelledError as cancelled:
             self._stopped = cancelled
             return True
@@ -512,21 +517,25 @@ class OpenSwarm:
     def _describe(self) -> str:
         values = list(self.outcome.values())
         return (
-            f"swarm {self.path}: {values.count('completed')}/{len(self.items)} done, "
+            f"swarm {self.path or ROOT}: {values.count('completed')}/{len(self.items)} done, "
             f"{values.count('failed')} failed"
         )
 
     def _update_progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._progress_at < PROGRESS_UPDATE_SECONDS:
-            return
-        self._progress_at = now
-        finished = len(self.outcome)
-        progress = 100.0 * finished / len(self.items) if self.items else 100.0
-        try:
-            update_progress_artifact(self._progress_id, progress, description=self._describe())
-        except Exception as error:  # progress is for people watching; never fail a step for it
-            get_run_logger().warning("Could not update the swarm's progress: %s", reason_for(error))
+        # One update at a time, each computed when sent: the artifact never goes backwards.
+        with self._progress_lock:
+            now = time.monotonic()
+            if not force and now - self._progress_at < PROGRESS_UPDATE_SECONDS:
+                return
+            self._progress_at = now
+            finished = len(self.outcome)
+            progress = 100.0 * finished / len(self.items) if self.items else 100.0
+            try:
+                update_progress_artifact(self._progress_id, progress, description=self._describe())
+            except Exception as error:  # progress is for people watching; never fail a step
+                get_run_logger().warning(
+                    "Could not update the swarm's progress: %s", reason_for(error)
+                )
 
 
 @workflow(name="compose", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY))

@@ -291,21 +291,23 @@ class _TreeCheck:
             raise InvalidCompositionError(path, f"more than {MAX_NODES} nodes")
         above = above | {id(node)}
         if node.when is not None:
-            self.when(node.when, _join(path, "when.field"))
+            self.when(node.when, join_path(path, "when.field"))
         if isinstance(node, Signature):
             self.signature(node, path, depth, above)
         elif isinstance(node, Chain):
             for index, step in enumerate(node.steps):
-                self.node(step, f"{path}steps[{index}]", depth + 1, above)
+                self.node(step, f"{join_path(path, 'steps')}[{index}]", depth + 1, above)
         else:
             for index, item in enumerate(node.items):
-                self.node(item, f"{path}items[{index}]", depth + 1, above)
+                self.node(item, f"{join_path(path, 'items')}[{index}]", depth + 1, above)
         for label in ("on_success", "on_error"):
             for index, callback in enumerate(getattr(node, label)):
-                self.node(callback, f"{_join(path, label)}[{index}]", depth + 1, above)
+                self.node(callback, f"{join_path(path, label)}[{index}]", depth + 1, above)
         if node.step is not None:
             if node.step in self.named:
-                raise InvalidCompositionError(_join(path, "step"), f"{node.step!r} names two steps")
+                raise InvalidCompositionError(
+                    join_path(path, "step"), f"{node.step!r} names two steps"
+                )
             self.named[node.step] = _result_model(node, self.registry)
 
     def signature(self, node: Signature, path: str, depth: int, above: frozenset[int]) -> None:
@@ -313,13 +315,13 @@ class _TreeCheck:
             target = self.registry.target(node.target)
         except InvalidInputError:
             raise InvalidCompositionError(
-                _join(path, "target"), f"{node.target!r} is not a registered workflow or job"
+                join_path(path, "target"), f"{node.target!r} is not a registered workflow or job"
             ) from None
         try:
             target.validate_parameters(node.params, self.dry_run, received=node.receives)
         except InvalidInputError as error:
             cause = str(error).removeprefix(f"{target.resource}: ")
-            where = _join(path, "params")
+            where = join_path(path, "params")
             first, *others = cause.split("; ")
             field, _, problem = first.partition(": ")
             if not problem:  # a rule about the parameters as a whole
@@ -340,7 +342,8 @@ class _TreeCheck:
             )
 
 
-def _join(path: str, name: str) -> str:
+def join_path(path: str, name: str) -> str:
+    """A child's path: ``join_path("steps[2]", "on_error")`` is ``steps[2].on_error``."""
     return f"{path}.{name}" if path else name
 
 
