@@ -274,7 +274,7 @@ def parameters_model_for(function: Callable[..., Any], model_name: str) -> type[
         A model with one field per named parameter, with its annotation (``Any`` when
         there is none) and its default.
     """
-    hints = typing.get_type_hints(function)
+    hints = typing.get_type_hints(function, include_extras=True)  # keep Field and validators
     fields: dict[str, Any] = {}
     for parameter in inspect.signature(function).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -446,6 +446,7 @@ REDACTED = "**********"
 """What a secret parameter's value is replaced with in a dead-lettered copy."""
 
 MAGICFLOW_WORKFLOWS: dict[str, str] = {
+    "compose": "flows.compose:compose",
     "langflow-run": "flows.langflow:run_langflow",
     "langflow-sync": "flows.langflow:sync_langflow",
     "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
