@@ -309,7 +309,7 @@ class CompositionRun:
     def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
         """Runs a swarm's items, fed at once, and returns their results in order."""
         running = OpenSwarm(self, node, path, previous)
-        running.feed(*node.items)
+        running.feed(*node.items, checked=True)  # the whole tree was checked at the start
         return running.close()
 
     def callbacks(self, callbacks: list[Signature], path: str, label: str, payload: Any) -> None:
@@ -368,13 +368,17 @@ class OpenSwarm:
         )
         self._dispatcher.start()
 
-    def feed(self, *items: Signature) -> None:
+    def feed(self, *items: Signature, checked: bool = False) -> None:
         """Adds signatures to the running swarm.
+
+        Args:
+            *items: The signatures.
+            checked: They were checked against the registry already.
 
         Raises:
             InvalidCompositionError: The swarm is closed, or an item does not check.
         """
-        for item in items:
+        for item in items if not checked else ():
             check_composition(item, self.run.registry, self.run.dry_run)
         with self._changed:
             if self._closed:
