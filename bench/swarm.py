@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,26 +89,42 @@ def main() -> None:
             items = [sign("noop", i=i, registry=registry) for i in range(n)]
             return swarm(items, max_concurrency=CONCURRENCY, registry=registry)
 
+        from prefect.cache_policies import CacheKeyFnPolicy
+
+        @flow(name="bench-keyed", task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY))
+        def keyed(n: int) -> list[int]:
+            run = time.time()
+            futures = [
+                noop.with_options(
+                    cache_policy=CacheKeyFnPolicy(cache_key_fn=lambda *_, i=i: f"{run}:{i}"),
+                    persist_result=True,
+                ).submit(i)
+                for i in range(n)
+            ]
+            return [future.result() for future in futures]
+
         def timed(arm: str, n: int) -> float:
             composition = swarm_of(n) if arm == "swarm" else None  # signing is not running
             started = time.perf_counter()
             if arm == "swarm":
                 result = compose(composition)
                 assert result.result == list(range(n)), "swarm results out of order"
+            elif arm == "keyed":
+                assert keyed(n) == list(range(n))
             else:
                 assert raw(n) == list(range(n))
             return time.perf_counter() - started
 
         timed("raw", 20)
         timed("swarm", 20)
-        figures: dict[str, list[float]] = {"raw": [], "swarm": []}
+        figures: dict[str, list[float]] = {"raw": [], "swarm": [], "keyed": []}
         for round_index in range(args.rounds):
-            for arm in ("raw", "swarm") if round_index % 2 == 0 else ("swarm", "raw"):
+            for arm in ("raw", "swarm", "keyed") if round_index % 2 == 0 else ("swarm", "raw"):
                 seconds = timed(arm, args.n)
                 figures[arm].append(seconds)
                 print(f"round {round_index + 1}: {arm} {seconds:.2f} s", flush=True)
-        if not args.keep:
-            stack.callback(lambda: __import__("shutil").rmtree(workdir, ignore_errors=True))
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     swarm_s = statistics.median(figures["swarm"])
     raw_s = statistics.median(figures["raw"])
     line = {"n": args.n, "swarm_s": round(swarm_s, 2), "raw_s": round(raw_s, 2)}

@@ -79,7 +79,7 @@ from magicflow.workflows import workflow
 CONTROL_PREFIX = "compose-control-"
 """A composition run's control is the Prefect Variable ``compose-control-<flow run id>``."""
 CONTROL_READ_SECONDS = 0.5
-"""A swarm reads its control at most this often (a chain reads it before every step)."""
+"""A swarm's watcher reads its control this often (a chain reads it before every step)."""
 PAUSE_TIMEOUT_SECONDS = 7 * 24 * 3600
 """How long a paused composition waits to be resumed before it fails."""
 PAUSE_POLL_SECONDS = 1
@@ -187,30 +187,21 @@ class CompositionRun:
         self.named: dict[str, Any] = {}
         self.steps: dict[str, str] = {}
         self.callback_failures: list[CallbackFailure] = []
-        self._control_read_at = 0.0
-        self._control: Control = "run"
-        self._lock = threading.Lock()
 
     # control -----------------------------------------------------------------
 
-    def control(self, *, fresh: bool = True) -> Control:
+    def control(self) -> Control:
         """The run's control (``run``, ``pause`` or ``cancel``), read from its Variable."""
-        now = time.monotonic()
-        if fresh or now - self._control_read_at >= CONTROL_READ_SECONDS:
-            value = Variable.get(control_variable(self.flow_run_id), default="run")
-            self._control = (
-                "pause" if value == "pause" else "cancel" if value == "cancel" else "run"
-            )
-            self._control_read_at = now
-        return self._control
+        value = Variable.get(control_variable(self.flow_run_id), default="run")
+        return _CONTROLS.get(str(value), "run")
 
-    def between_steps(self, path: str, *, fresh: bool = True) -> None:
+    def between_steps(self, path: str) -> None:
         """Pauses here when asked, and stops when cancelled.
 
         Raises:
             CompositionCancelledError: The run was asked to cancel.
         """
-        control = self.control(fresh=fresh)
+        control = self.control()
         if control == "pause":
             get_run_logger().info("Pausing before %s, as asked", path)
             pause_flow_run(
@@ -362,11 +353,31 @@ class OpenSwarm:
         self._progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             0.0, description=self._describe()
         )
-        context = contextvars.copy_context()
+        self._watched_control: Control = "run"
+        self._done_watching = threading.Event()
+        # The control is read by a watcher of its own: a slow API never slows the dispatch.
+        self._watcher = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._watch_control,),
+            name=f"swarm {path} control",
+            daemon=True,
+        )
+        self._watcher.start()
         self._dispatcher = threading.Thread(
-            target=context.run, args=(self._dispatch,), name=f"swarm {path}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._dispatch,),
+            name=f"swarm {path}",
+            daemon=True,
         )
         self._dispatcher.start()
+
+    def _watch_control(self) -> None:
+        while not self._done_watching.is_set():
+            try:
+                self._watched_control = self.run.control()
+            except Exception as error:  # an API hiccup: keep the last answer, try again
+                get_run_logger().warning("Could not read the control: %s", reason_for(error))
+            self._done_watching.wait(CONTROL_READ_SECONDS)
 
     def feed(self, *items: Signature, checked: bool = False) -> None:
         """Adds signatures to the running swarm.
@@ -401,6 +412,7 @@ class OpenSwarm:
             self._closed = True
             self._changed.notify_all()
         self._dispatcher.join()
+        self._done_watching.set()
         for future in list(self.futures.values()):
             future.wait()
         with self._changed:
@@ -492,8 +504,10 @@ class OpenSwarm:
         if self._budget_spent():
             self._stopped = SwarmFailedError(f"swarm:{self.path or ROOT}", "failure budget spent")
             return True
+        if self._watched_control == "run":
+            return False
         try:
-            self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]", fresh=False)
+            self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]")
         except CompositionCancelledError as cancelled:
             self._stopped = cancelled
             return True
