@@ -46,7 +46,7 @@ import time
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect import get_run_logger, pause_flow_run, task
+from prefect import Task, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.schemas.objects import FlowRun
@@ -139,6 +139,20 @@ def control_variable(flow_run_id: UUID | str) -> str:
     return f"{CONTROL_PREFIX}{flow_run_id}"
 
 
+_STEP_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("magicflow_compose_step_key")
+_STEP_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("magicflow_compose_step_name")
+
+
+def _step_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """A step's result key, ``compose:<run id>:<path>``, set when the step was submitted."""
+    return _STEP_KEY.get()
+
+
+def _step_run_name() -> str:
+    """A step's task-run name, ``<path> <target>``, set when the step was submitted."""
+    return _STEP_NAME.get()
+
+
 class _StepFailed(Exception):
     """A step failed; carries what its error callbacks receive. Internal to a run."""
 
@@ -187,6 +201,7 @@ class CompositionRun:
         self.named: dict[str, Any] = {}
         self.steps: dict[str, str] = {}
         self.callback_failures: list[CallbackFailure] = []
+        self._step_tasks: dict[str, Task[..., Any]] = {}
 
     # control -----------------------------------------------------------------
 
@@ -285,17 +300,25 @@ class CompositionRun:
         if self.dry_run:
             parameters["dry_run"] = True
         key = f"compose:{self.flow_run_id}:{path}"
-        options: dict[str, Any] = {
-            "cache_policy": CacheKeyFnPolicy(cache_key_fn=lambda *_: key),
-            "persist_result": True,
-            "task_run_name": f"{path} {node.target}",
-        }
-        if isinstance(target, RegisteredJob):
-            return target.task.with_options(**options).submit(**parameters), parameters
-        json_parameters = to_jsonable_python(parameters)
-        step = run_workflow_step.with_options(**options)
-        future = step.submit(target.deployment, json_parameters, key)
-        return future, parameters
+        step = self._step_tasks.get(node.target)
+        if step is None:
+            # One configured task per target, reused by every step of it: the key and
+            # the run name come from context variables, copied into each task run.
+            task_of_target = target.task if isinstance(target, RegisteredJob) else run_workflow_step
+            step = task_of_target.with_options(
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key),
+                persist_result=True,
+                task_run_name=_step_run_name,
+            )
+            self._step_tasks[node.target] = step
+        keys = _STEP_KEY.set(key), _STEP_NAME.set(f"{path} {node.target}")
+        try:
+            if isinstance(target, RegisteredJob):
+                return step.submit(**parameters), parameters
+            return step.submit(target.deployment, to_jsonable_python(parameters), key), parameters
+        finally:
+            _STEP_KEY.reset(keys[0])
+            _STEP_NAME.reset(keys[1])
 
     def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
         """Runs a swarm's items, fed at once, and returns their results in order."""

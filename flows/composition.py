@@ -54,6 +54,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
+from flows.registry import NESTS_TARGETS
 from magicflow.errors import InvalidInputError, MagicFlowError
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ def _check_in_context(node: Signature | Chain | Swarm, info: ValidationInfo) -> 
     return node
 
 
-Composition = Annotated[Node, AfterValidator(_check_in_context)]
+Composition = Annotated[Node, AfterValidator(_check_in_context), NESTS_TARGETS]
 """A composition as a flow parameter: checked against the registry when the validation
 context carries one (the listener passes its registry)."""
 

@@ -67,6 +67,18 @@ class InvalidParametersError(InvalidInputError):
     """A request's parameters do not fit the workflow's signature. Never holds their values."""
 
 
+class NestsTargets:
+    """Marks a parameter type whose values name further targets with parameters of their own.
+
+    A composition is one: secrets its nested parameters might carry cannot be told apart
+    by the flow's signature alone, so a dead letter of such a request is metadata only.
+    """
+
+
+NESTS_TARGETS = NestsTargets()
+"""Put in a parameter's ``Annotated[...]`` metadata (see `flows.composition.Composition`)."""
+
+
 @dataclass(frozen=True)
 class RegisteredTarget:
     """What a request or a composition may name: a workflow or a job, and its parameter check.
@@ -177,8 +189,11 @@ class RegisteredTarget:
             The masked names, e.g. ``["parameters.token"]``; None when a parameter
             is not in the flow's signature, so nothing tells whether it is secret.
         """
-        if not parameters.keys() <= self.parameters_model.model_fields.keys():
+        fields = self.parameters_model.model_fields
+        if not parameters.keys() <= fields.keys():
             return None
+        if any(NESTS_TARGETS in fields[name].metadata for name in parameters):
+            return None  # nested parameters of other targets: nothing vouches for them
         masked = sorted(self.secret_parameters & parameters.keys())
         for name in masked:
             parameters[name] = REDACTED

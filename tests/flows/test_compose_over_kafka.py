@@ -132,3 +132,21 @@ async def test_a_composition_over_kafka_runs_and_bad_ones_are_dead_lettered(
     rejected = {s["request_id"] for s in statuses_of(records) if s["state"] == "rejected"}
     assert set(bad) <= rejected
     assert json.dumps(good)  # the good request round-tripped as plain JSON
+
+
+def test_a_composition_request_is_checked_whole_and_its_dead_letter_keeps_no_value() -> None:
+    from flows.listener.requests import Dispatch, Rejection, check_request
+
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    tree = {"kind": "chain", "steps": [step("collect", params={"log": 5, "payload": secret})]}
+    key, value, headers = compose_request("r1", tree)
+    rejected = check_request(value, key, headers, registry, KafkaConnection())
+    assert isinstance(rejected, Rejection)
+    assert "steps[0].params.log: Input should be a valid string" in rejected.reason
+    assert secret not in rejected.reason
+    # Nested parameters of other targets: the signature cannot vouch for them.
+    assert rejected.copy is None
+    fine = {"kind": "chain", "steps": [step("collect", params={"log": "x"})]}
+    key, value, headers = compose_request("r2", fine)
+    accepted = check_request(value, key, headers, registry, KafkaConnection())
+    assert isinstance(accepted, Dispatch) and accepted.copy is None
