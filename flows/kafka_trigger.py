@@ -21,7 +21,6 @@ Example:
 
 import argparse
 import asyncio
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,33 +32,11 @@ from flows.listener.crashes import supervise_crash_follower
 from flows.listener.loop import DEFAULT_MAX_IN_FLIGHT, RequestListener, stop_on_signals
 from flows.listener.metrics import ListenerCounts
 from flows.listener.requests import DEFAULT_MAX_MESSAGE_BYTES
-from flows.registry import Registry
+from flows.registry import DEFAULT_REGISTRY, Registry, load_registry
 from magicflow.jobs import connection, job_logger
 from magicflow.workflows import DEFAULT_KAFKA_BLOCK
 
-DEFAULT_REGISTRY = "flows.registry:default_registry"
 LOGGER_NAME = "magicflow.listener"
-
-
-def load_registry(path: str) -> Registry:
-    """Imports a registry from ``module:attribute``.
-
-    Args:
-        path: e.g. ``flows.registry:default_registry``.
-
-    Returns:
-        The registry.
-
-    Raises:
-        ValueError: The path is malformed or does not name a `Registry`.
-    """
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"registry path {path!r} is not module:attribute")
-    registry = getattr(importlib.import_module(module_name), attribute)
-    if not isinstance(registry, Registry):
-        raise ValueError(f"{path} is not a Registry")
-    return registry
 
 
 async def _load_connection(kafka: KafkaConnection | str) -> KafkaConnection:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prefect import Flow
+from prefect import Flow, Task
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,6 +45,7 @@ from pydantic import (
     ValidationError,
     create_model,
 )
+from pydantic_core import ErrorDetails
 
 from magicflow.errors import InvalidInputError
 
@@ -56,7 +57,7 @@ PREFECT_HYDRATION_KEY = "__prefect_kind"
 
 
 class UnknownWorkflowError(InvalidInputError):
-    """A request names a workflow that is not in the registry."""
+    """A request or a composition names a workflow (or job) that is not in the registry."""
 
     def __init__(self, workflow: str) -> None:
         super().__init__(f"workflow:{workflow}", "not a registered workflow")
@@ -66,41 +67,65 @@ class InvalidParametersError(InvalidInputError):
     """A request's parameters do not fit the workflow's signature. Never holds their values."""
 
 
+class NestsTargets:
+    """Marks a parameter type whose values name further targets with parameters of their own.
+
+    A composition is one: secrets its nested parameters might carry cannot be told apart
+    by the flow's signature alone, so a dead letter of such a request is metadata only.
+    """
+
+
+NESTS_TARGETS = NestsTargets()
+"""Put in a parameter's ``Annotated[...]`` metadata (see `flows.composition.Composition`)."""
+
+
 @dataclass(frozen=True)
-class RegisteredWorkflow:
-    """One workflow a request may start.
+class RegisteredTarget:
+    """What a request or a composition may name: a workflow or a job, and its parameter check.
 
     Attributes:
-        name: The name requests use, e.g. ``tenant-provisioning``.
-        deployment: The Prefect deployment, ``flow-name/deployment-name``.
-        parameters_model: Pydantic model of the flow's parameters (extra ones forbidden).
+        name: The stable name requests and signatures use.
+        parameters_model: Pydantic model of the function's parameters (extra ones forbidden).
         secret_parameters: Names of parameters whose type holds a secret anywhere
             (`SecretStr`, `SecretBytes`, or a model, list or dict containing one).
     """
 
     name: str
-    deployment: str
     parameters_model: type[BaseModel]
     secret_parameters: frozenset[str]
 
     @property
+    def resource(self) -> str:
+        """How errors name this target, e.g. ``workflow:tenant-provisioning``."""
+        return f"workflow:{self.name}"
+
+    @property
     def accepts_dry_run(self) -> bool:
-        """True when the flow has a ``dry_run`` parameter."""
+        """True when the function has a ``dry_run`` parameter."""
         return DRY_RUN_PARAMETER in self.parameters_model.model_fields
 
     def validate_parameters(
-        self, parameters: dict[str, JsonValue], dry_run: bool = False
+        self,
+        parameters: dict[str, JsonValue],
+        dry_run: bool = False,
+        *,
+        context: dict[str, Any] | None = None,
+        received: str | None = None,
     ) -> dict[str, JsonValue]:
-        """Checks a request's parameters against the flow's signature.
+        """Checks parameters against the function's signature.
 
         Validation is strict, as JSON: a value of the wrong type is an error, never
         coerced (``"5"`` is not an ``int``, ``"false"`` not a ``bool``). The returned
-        parameters are the request's own JSON values, unchanged (the flow parses
-        them itself when it runs), plus ``dry_run`` when asked for.
+        parameters are the given JSON values, unchanged (the flow parses them itself
+        when it runs), plus ``dry_run`` when asked for.
 
         Args:
             parameters: The request's parameters.
             dry_run: The request's ``dry_run`` flag.
+            context: Pydantic validation context, for parameter types that check
+                themselves against something (a composition against the registry).
+            received: A parameter that will be filled in later (a composition step
+                receiving the previous step's result): it must exist and may be missing.
 
         Returns:
             The parameters to start the deployment with.
@@ -112,7 +137,7 @@ class RegisteredWorkflow:
                 without a ``dry_run`` parameter. The
                 message names the parameters and the rule, never their values.
         """
-        resource = f"workflow:{self.name}"
+        resource = self.resource
         if _contains_hydration_marker(parameters):
             raise InvalidParametersError(
                 resource, f"parameters must not contain {PREFECT_HYDRATION_KEY!r} templates"
@@ -123,13 +148,27 @@ class RegisteredWorkflow:
             )
         if dry_run and not self.accepts_dry_run:
             raise InvalidParametersError(resource, "this workflow has no dry-run mode")
+        if received is not None and (
+            received not in self.parameters_model.model_fields or received in parameters
+        ):
+            raise InvalidParametersError(
+                resource, f"{received}: must be a parameter that is not also given"
+            )
         to_run = {**parameters, DRY_RUN_PARAMETER: True} if dry_run else dict(parameters)
         try:
-            self.parameters_model.model_validate_json(json.dumps(to_run), strict=True)
+            self.parameters_model.model_validate_json(
+                json.dumps(to_run), strict=True, context={**(context or {}), "dry_run": dry_run}
+            )
         except ValidationError as error:
-            raise InvalidParametersError(
-                resource, describe_validation_errors(error, "(parameters)")
-            ) from None
+            problems = [
+                problem
+                for problem in _problems(error)
+                if not (problem["type"] == "missing" and problem["loc"] == (received,))
+            ]
+            if problems:
+                raise InvalidParametersError(
+                    resource, _describe_problems(problems, "(parameters)")
+                ) from None
         if sent_secrets := sorted(self.secret_parameters & parameters.keys()):
             # A flow-run parameter is stored and shown in plain text by Prefect, and the
             # request itself sat in Kafka: a secret must travel by reference (a block name).
@@ -150,12 +189,42 @@ class RegisteredWorkflow:
             The masked names, e.g. ``["parameters.token"]``; None when a parameter
             is not in the flow's signature, so nothing tells whether it is secret.
         """
-        if not parameters.keys() <= self.parameters_model.model_fields.keys():
+        fields = self.parameters_model.model_fields
+        if not parameters.keys() <= fields.keys():
             return None
+        if any(NESTS_TARGETS in fields[name].metadata for name in parameters):
+            return None  # nested parameters of other targets: nothing vouches for them
         masked = sorted(self.secret_parameters & parameters.keys())
         for name in masked:
             parameters[name] = REDACTED
         return [f"parameters.{name}" for name in masked]
+
+
+@dataclass(frozen=True)
+class RegisteredWorkflow(RegisteredTarget):
+    """One workflow a request may start.
+
+    Attributes:
+        deployment: The Prefect deployment, ``flow-name/deployment-name``.
+    """
+
+    deployment: str
+
+
+@dataclass(frozen=True)
+class RegisteredJob(RegisteredTarget):
+    """One job a composition may run, as a task run of the composition's flow run.
+
+    Attributes:
+        task: The Prefect task.
+    """
+
+    task: Task[..., Any]
+
+    @property
+    def resource(self) -> str:
+        """How errors name this target, e.g. ``job:ensure_namespace``."""
+        return f"job:{self.name}"
 
 
 def _contains_hydration_marker(value: JsonValue) -> bool:
@@ -192,9 +261,18 @@ def describe_validation_errors(error: ValidationError, whole: str) -> str:
         ...     describe_validation_errors(error, "(m)")
         'n: Field required'
     """
+    return _describe_problems(_problems(error), whole)
+
+
+def _problems(error: ValidationError) -> list[ErrorDetails]:
+    """A validation error's items, without the offending values."""
+    return error.errors(include_url=False, include_input=False, include_context=False)
+
+
+def _describe_problems(errors: list[ErrorDetails], whole: str) -> str:
     problems = [
         f"{'.'.join(str(part) for part in problem['loc']) or whole}: {problem['msg']}"
-        for problem in error.errors(include_url=False, include_input=False, include_context=False)
+        for problem in errors
     ]
     shown = "; ".join(problems[:5])
     return shown + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
@@ -211,7 +289,7 @@ def parameters_model_for(function: Callable[..., Any], model_name: str) -> type[
         A model with one field per named parameter, with its annotation (``Any`` when
         there is none) and its default.
     """
-    hints = typing.get_type_hints(function)
+    hints = typing.get_type_hints(function, include_extras=True)  # keep Field and validators
     fields: dict[str, Any] = {}
     for parameter in inspect.signature(function).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -271,6 +349,7 @@ class Registry:
 
     def __init__(self, workflows: Iterable[RegisteredWorkflow] = ()) -> None:
         self._workflows = {workflow.name: workflow for workflow in workflows}
+        self._jobs: dict[str, RegisteredJob] = {}
 
     def register(
         self, name: str, flow: Flow[..., Any], deployment: str | None = None
@@ -298,6 +377,58 @@ class Registry:
         )
         self._workflows[name] = workflow
         return workflow
+
+    def register_job(self, name: str, task: Task[..., Any]) -> RegisteredJob:
+        """Allows compositions to run a job (a task) under a stable name.
+
+        Args:
+            name: The name signatures use, e.g. ``ensure_namespace``.
+            task: The job; its function's signature is the parameter model.
+
+        Returns:
+            The registered job (registering a name again replaces it).
+
+        Raises:
+            InvalidInputError: The job returns a secret: its result would be persisted
+                (compositions keep every step's result) and passed on in plain sight.
+        """
+        hints = typing.get_type_hints(task.fn)
+        if mentions_secret(hints.get("return")):
+            raise InvalidInputError(f"job:{name}", "returns a secret, so it cannot be composed")
+        job = RegisteredJob(
+            name=name,
+            task=task,
+            parameters_model=parameters_model_for(task.fn, f"{name}-parameters"),
+            secret_parameters=frozenset(
+                parameter
+                for parameter in inspect.signature(task.fn).parameters
+                if mentions_secret(hints.get(parameter))
+            ),
+        )
+        self._jobs[name] = job
+        return job
+
+    def target(self, name: str) -> RegisteredWorkflow | RegisteredJob:
+        """The workflow or job a composition names.
+
+        Args:
+            name: A registered workflow's or job's name.
+
+        Returns:
+            The registered workflow, or else the registered job.
+
+        Raises:
+            InvalidInputError: Neither a workflow nor a job has that name.
+        """
+        found = self._workflows.get(name) or self._jobs.get(name)
+        if found is None:
+            raise InvalidInputError(f"target:{name}", "not a registered workflow or job")
+        return found
+
+    @property
+    def jobs(self) -> list[RegisteredJob]:
+        """The registered jobs, in registration order."""
+        return list(self._jobs.values())
 
     def get(self, name: str) -> RegisteredWorkflow:
         """The registered workflow of that name.
@@ -330,6 +461,7 @@ REDACTED = "**********"
 """What a secret parameter's value is replaced with in a dead-lettered copy."""
 
 MAGICFLOW_WORKFLOWS: dict[str, str] = {
+    "compose": "flows.compose:compose",
     "langflow-run": "flows.langflow:run_langflow",
     "langflow-sync": "flows.langflow:sync_langflow",
     "tenant-provisioning": "flows.tenant_provisioning:provision_tenant",
@@ -346,7 +478,10 @@ request uses is the deployment's name. Add a line here when a workflow lands.
 
 
 def magicflow_registry() -> Registry:
-    """A registry of every workflow in `MAGICFLOW_WORKFLOWS`.
+    """A registry of every workflow in `MAGICFLOW_WORKFLOWS`, and every job in `tasks`.
+
+    Jobs (the tasks in ``tasks.__all__``) are registered under their function names,
+    for compositions; a job that returns a secret is left out (see `Registry.register_job`).
 
     Returns:
         A new registry; importing it imports the flow modules (and their clients).
@@ -361,6 +496,38 @@ def magicflow_registry() -> Registry:
     for name, path in MAGICFLOW_WORKFLOWS.items():
         module_name, _, attribute = path.partition(":")
         registry.register(name, getattr(importlib.import_module(module_name), attribute))
+    jobs = importlib.import_module("tasks")
+    for name in jobs.__all__:
+        job = getattr(jobs, name)
+        if isinstance(job, Task) and not mentions_secret(
+            typing.get_type_hints(job.fn).get("return")
+        ):
+            registry.register_job(name, job)
+    return registry
+
+
+DEFAULT_REGISTRY = "flows.registry:default_registry"
+"""Where the production listener and the compose workflow find their registry."""
+
+
+def load_registry(path: str) -> Registry:
+    """Imports a registry from ``module:attribute``.
+
+    Args:
+        path: e.g. ``flows.registry:default_registry``.
+
+    Returns:
+        The registry.
+
+    Raises:
+        ValueError: The path is malformed or does not name a `Registry`.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"registry path {path!r} is not module:attribute")
+    registry = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(registry, Registry):
+        raise ValueError(f"{path} is not a Registry")
     return registry
 
 

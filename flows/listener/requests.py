@@ -13,7 +13,8 @@ from everything that matters:
 5. the Kafka key equals the request id, so every delivery of an id lands on one
    partition and so on one listener replica;
 6. the reply topic (`KafkaConnection.reply_topic_problem`);
-7. the registry (an allow-list) and the workflow's own parameter signature.
+7. the registry (an allow-list) and the workflow's own parameter signature (for the
+   ``compose`` workflow, every node of the composition against the registry too).
 
 A `Rejection` also says what its dead letter may carry: the original bytes (or a
 copy with secret parameters masked) only where the workflow's parameter schema
@@ -328,7 +329,10 @@ def check_request(
     except UnknownWorkflowError as error:
         return replace(known, reason=str(error), kind=DeadLetterReason.UNKNOWN_WORKFLOW)
     try:
-        parameters = workflow.validate_parameters(request.parameters, dry_run=request.dry_run)
+        # The registry in the context lets a composition check every target in its tree.
+        parameters = workflow.validate_parameters(
+            request.parameters, dry_run=request.dry_run, context={"registry": registry}
+        )
     except InvalidParametersError as error:
         return replace(known, reason=str(error), kind=DeadLetterReason.INVALID_PARAMETERS)
     return Dispatch(request, workflow, parameters, copy, redacted)

@@ -86,6 +86,7 @@ COMMAND_MODULES = (
     "magicflow.cli.blocks",
     "magicflow.cli.automations",
     "magicflow.cli.langflow",
+    "magicflow.cli.compose",
 )
 """Subcommand modules, in the order ``--help`` lists them."""
 

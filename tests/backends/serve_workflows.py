@@ -80,6 +80,13 @@ def runbook_deployments() -> list[Any]:
     return deployments
 
 
+def compose_deployment() -> Any:
+    """The ``compose`` workflow's deployment; its registry is named by ``MAGICFLOW_REGISTRY``."""
+    from flows.compose import compose
+
+    return compose.to_deployment(name="compose")
+
+
 def main() -> None:
     """Serves the test workflows until terminated."""
     from prefect import serve
@@ -91,6 +98,7 @@ def main() -> None:
     serve(
         *(f.to_deployment(name=DEPLOYMENT_NAME) for f in flows),
         *runbook_deployments(),
+        compose_deployment(),
         limit=20,
         query_seconds=args.poll_seconds,
         print_starting_message=False,

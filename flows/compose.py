@@ -1,0 +1,673 @@
+"""The ``compose`` workflow: runs a composition (`flows.composition`) as ordinary Prefect runs.
+
+Every step is a task run of the composition's flow run, so the Prefect UI shows a
+composition as one flow run with a task run per step, named after its path:
+
+- a job runs as its own task (``task.submit()``);
+- a workflow runs as its deployment (`run_deployment`, inside a task run named
+  ``<path> <workflow>``), on the work pool and infrastructure its deployment sets,
+  as a subflow run of the composition. Calling the flow in-process instead would
+  run a tenant runbook inside whatever process runs the composition, and lose its
+  deployment's concurrency and infrastructure settings.
+
+What Prefect keeps for the composition (Prefect is the only state store):
+
+- Step results are persisted and cached under ``compose:<flow run id>:<path>``: a
+  retried or resumed composition run gets every finished step's result back from
+  result storage and runs it again never; a workflow step reuses its run through
+  `run_deployment`'s idempotency key, the same string. Jobs are otherwise never
+  cached (`magicflow.jobs`); this key cannot outlive the composition run.
+- A swarm's bound is a semaphore inside the run: at most ``max_concurrency`` of its
+  task runs are submitted and unfinished at any time; its progress is a progress
+  artifact (``done/total``).
+- Pause, resume and cancel (`magicflow compose pause|resume|cancel RUN`, the API in
+  `magicflow.compose_control`, or the Prefect Variable ``compose-control-<run id>``
+  edited in the UI): the composition reads its control between steps; ``pause``
+  calls Prefect's `pause_flow_run` (the UI's Resume button resumes it), ``cancel``
+  stops the steps not started, runs the error callbacks with reason ``cancelled``
+  and ends the run Cancelled.
+
+Example:
+    ```python
+    from flows.compose import compose
+    from flows.composition import chain, sign
+
+    compose(chain([sign("add", x=1, y=2), sign("add", y=10, receives="x")]))
+    # CompositionResult(state="completed", result=13, ...)
+    ```
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+import time
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import Task, get_run_logger, pause_flow_run, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import get_run_context
+from prefect.deployments import run_deployment
+from prefect.futures import PrefectFuture
+from prefect.states import Cancelled, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.variables import Variable
+from pydantic import BaseModel, Field, JsonValue
+from pydantic_core import to_jsonable_python
+
+from flows.composition import (
+    MAX_SWARM_CONCURRENCY,
+    Chain,
+    Composition,
+    InvalidCompositionError,
+    Signature,
+    Swarm,
+    check_composition,
+    error_payload,
+    join_path,
+    registry_for_compositions,
+)
+from flows.registry import RegisteredJob, Registry
+from magicflow.errors import ConflictError, MagicFlowError
+from magicflow.messages import reason_for
+from magicflow.workflows import workflow
+
+CONTROL_PREFIX = "compose-control-"
+"""A composition run's control is the Prefect Variable ``compose-control-<flow run id>``."""
+CONTROL_READ_SECONDS = 0.5
+"""A swarm's watcher reads its control this often (a chain reads it before every step)."""
+PAUSE_TIMEOUT_SECONDS = 7 * 24 * 3600
+"""How long a paused composition waits to be resumed before it fails."""
+PAUSE_POLL_SECONDS = 1
+PROGRESS_UPDATE_SECONDS = 1.0
+"""A swarm's progress artifact is updated at most this often, and when it ends."""
+
+ROOT = "(root)"
+"""How a composition's root node is named in step lists and payloads."""
+
+Control = Literal["run", "pause", "cancel"]
+_CONTROLS: dict[str, Control] = {"pause": "pause", "cancel": "cancel"}
+
+
+class CompositionFailedError(ConflictError):
+    """A step of a composition failed; the message names the step and the cause."""
+
+
+class CompositionCancelledError(MagicFlowError):
+    """The composition was cancelled by request; raised inside it to stop the steps left."""
+
+
+class SwarmFailedError(CompositionFailedError):
+    """A swarm's failure budget ran out (or an item failed with no budget set)."""
+
+
+class CallbackFailure(BaseModel):
+    """A callback that failed: recorded, never raised, never losing the main result."""
+
+    step: str
+    target: str
+    error: str
+
+
+class CompositionResult(BaseModel):
+    """What a composition run returns.
+
+    Attributes:
+        state: ``completed``, ``failed`` or ``cancelled``.
+        result: The last step's result, as JSON (None when it failed or was cancelled).
+        steps: Path -> ``completed``, ``failed``, ``skipped`` or ``cancelled``.
+        callback_failures: Callbacks that failed themselves.
+    """
+
+    state: Literal["completed", "failed", "cancelled"]
+    result: JsonValue = None
+    steps: dict[str, str] = Field(default_factory=dict)
+    callback_failures: list[CallbackFailure] = Field(default_factory=list)
+
+
+def control_variable(flow_run_id: UUID | str) -> str:
+    """The name of the Prefect Variable that pauses or cancels a composition run.
+
+    Example:
+        >>> control_variable("0b6f2d1e-0000-0000-0000-000000000000")
+        'compose-control-0b6f2d1e-0000-0000-0000-000000000000'
+    """
+    return f"{CONTROL_PREFIX}{flow_run_id}"
+
+
+_STEP_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("magicflow_compose_step_key")
+_STEP_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("magicflow_compose_step_name")
+
+
+def _step_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """A step's result key, ``compose:<run id>:<path>``, set when the step was submitted."""
+    return _STEP_KEY.get()
+
+
+def _step_run_name() -> str:
+    """A step's task-run name, ``<path> <target>``, set when the step was submitted."""
+    return _STEP_NAME.get()
+
+
+class _StepFailed(Exception):
+    """A step failed; carries what its error callbacks receive. Internal to a run."""
+
+    def __init__(
+        self, path: str, target: str | None, step_input: Any, error: BaseException
+    ) -> None:
+        super().__init__(path)
+        self.path, self.target, self.step_input, self.error = path, target, step_input, error
+
+
+@task(name="run-workflow", cache_policy=NO_CACHE)
+def run_workflow_step(deployment: str, parameters: dict[str, Any], idempotency_key: str) -> Any:
+    """Runs a workflow's deployment as a step, once per key, and returns its result.
+
+    Raises:
+        CompositionFailedError: The run did not complete.
+    """
+    flow_run: FlowRun = run_deployment(  # type: ignore[assignment]
+        deployment, parameters=parameters, idempotency_key=idempotency_key, timeout=None
+    )
+    state = flow_run.state
+    if state is None or not state.is_completed():
+        kind = state.type.value.lower() if state is not None else "unknown"
+        raise CompositionFailedError(
+            f"workflow:{deployment}", f"flow run {flow_run.id} ended {kind}"
+        )
+    try:
+        return state.result()
+    except Exception:
+        return None  # the workflow does not persist its result: nothing to pass on
+
+
+class CompositionRun:
+    """One run of a composition inside the ``compose`` flow run.
+
+    Args:
+        registry: Where targets are looked up.
+        dry_run: Pass ``dry_run=True`` to every step.
+        flow_run_id: The composition's flow run (keys of persisted results, the control).
+    """
+
+    def __init__(self, registry: Registry, dry_run: bool, flow_run_id: UUID) -> None:
+        self.registry = registry
+        self.dry_run = dry_run
+        self.flow_run_id = flow_run_id
+        self.named: dict[str, Any] = {}
+        self.steps: dict[str, str] = {}
+        self.callback_failures: list[CallbackFailure] = []
+        self._step_tasks: dict[str, Task[..., Any]] = {}
+
+    # control -----------------------------------------------------------------
+
+    def control(self) -> Control:
+        """The run's control (``run``, ``pause`` or ``cancel``), read from its Variable."""
+        value = Variable.get(control_variable(self.flow_run_id), default="run")
+        return _CONTROLS.get(str(value), "run")
+
+    def between_steps(self, path: str) -> None:
+        """Pauses here when asked, and stops when cancelled.
+
+        Raises:
+            CompositionCancelledError: The run was asked to cancel.
+        """
+        control = self.control()
+        if control == "pause":
+            get_run_logger().info("Pausing before %s, as asked", path)
+            pause_flow_run(
+                timeout=PAUSE_TIMEOUT_SECONDS, poll_interval=PAUSE_POLL_SECONDS, key=f"pause-{path}"
+            )
+            control = self.control()
+            if control == "pause":  # resumed from the UI: the pause request is spent
+                Variable.set(control_variable(self.flow_run_id), "run", overwrite=True)
+                control = "run"
+        if control == "cancel":
+            raise CompositionCancelledError("composition", f"cancelled before {path}")
+
+    # nodes -------------------------------------------------------------------
+
+    def run(self, node: Signature | Chain | Swarm, path: str, previous: Any) -> Any:
+        """Runs a node and its callbacks; returns its result.
+
+        Raises:
+            _StepFailed: The node failed (after its error callbacks ran).
+            CompositionCancelledError: The run was cancelled (after the error callbacks).
+        """
+        if node.when is not None and not node.when.holds(self.named):
+            self.steps[path or ROOT] = "skipped"
+            get_run_logger().info("Skipping %s: its condition does not hold", path or ROOT)
+            return previous
+        try:
+            if isinstance(node, Signature):
+                result = self.run_signature(node, path, previous)
+            elif isinstance(node, Chain):
+                result = self.run_chain(node, path, previous)
+            else:
+                result = self.run_swarm(node, path, previous)
+        except _StepFailed as failed:
+            self.callbacks(node.on_error, path, "on_error", self.payload("failed", failed))
+            raise
+        except CompositionCancelledError as cancelled:
+            payload = error_payload("cancelled", path or ROOT, None, None, cancelled)
+            self.callbacks(node.on_error, path, "on_error", payload)
+            raise
+        if node.step is not None:
+            self.named[node.step] = result
+        self.callbacks(node.on_success, path, "on_success", result)
+        return result
+
+    @staticmethod
+    def payload(
+        reason: Literal["failed", "cancelled"], failed: _StepFailed
+    ) -> dict[str, JsonValue]:
+        """What the error callbacks of a failed step receive."""
+        return error_payload(reason, failed.path, failed.target, failed.step_input, failed.error)
+
+    def run_chain(self, node: Chain, path: str, previous: Any) -> Any:
+        """Runs steps in order, reading the control before each; returns the last result."""
+        result = previous
+        for index, step in enumerate(node.steps):
+            step_path = f"{join_path(path, 'steps')}[{index}]"
+            self.between_steps(step_path)
+            result = self.run(step, step_path, result)
+        return result
+
+    def run_signature(self, node: Signature, path: str, previous: Any) -> Any:
+        """Runs one signature as a task run and waits for its result."""
+        step_path = path or ROOT
+        future, parameters = self.submit(node, step_path, previous)
+        try:
+            result = future.result()
+        except Exception as error:
+            self.steps[step_path] = "failed"
+            raise _StepFailed(step_path, node.target, parameters, error) from None
+        self.steps[step_path] = "completed"
+        return result
+
+    def submit(
+        self, node: Signature, path: str, previous: Any
+    ) -> tuple[PrefectFuture[Any], dict[str, Any]]:
+        """Submits one signature as a task run whose result is kept under the run and path."""
+        target = self.registry.target(node.target)
+        parameters: dict[str, Any] = dict(node.params)
+        if node.receives is not None:
+            parameters[node.receives] = previous
+        if self.dry_run:
+            parameters["dry_run"] = True
+        key = f"compose:{self.flow_run_id}:{path}"
+        step = self._step_tasks.get(node.target)
+        if step is None:
+            # One configured task per target, reused by every step of it: the key and
+            # the run name come from context variables, copied into each task run.
+            task_of_target = target.task if isinstance(target, RegisteredJob) else run_workflow_step
+            step = task_of_target.with_options(
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key),
+                persist_result=True,
+                task_run_name=_step_run_name,
+            )
+            self._step_tasks[node.target] = step
+        keys = _STEP_KEY.set(key), _STEP_NAME.set(f"{path} {node.target}")
+        try:
+            if isinstance(target, RegisteredJob):
+                return step.submit(**parameters), parameters
+            return step.submit(target.deployment, to_jsonable_python(parameters), key), parameters
+        finally:
+            _STEP_KEY.reset(keys[0])
+            _STEP_NAME.reset(keys[1])
+
+    def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
+        """Runs a swarm's items, fed at once, and returns their results in order."""
+        running = OpenSwarm(self, node, path, previous)
+        running.feed(*node.items, checked=True)  # the whole tree was checked at the start
+        return running.close()
+
+    def callbacks(self, callbacks: list[Signature], path: str, label: str, payload: Any) -> None:
+        """Runs callbacks in order; a failing one is recorded and logged, never raised."""
+        for index, callback in enumerate(callbacks):
+            callback_path = f"{join_path(path, label)}[{index}]"
+            try:
+                self.run(callback, callback_path, payload)
+            except (_StepFailed, CompositionCancelledError) as error:
+                cause = error.error if isinstance(error, _StepFailed) else error
+                self.callback_failures.append(
+                    CallbackFailure(
+                        step=callback_path, target=callback.target, error=reason_for(cause)
+                    )
+                )
+                get_run_logger().error(
+                    "Callback %s (%s) failed: %s", callback_path, callback.target, reason_for(cause)
+                )
+
+
+class OpenSwarm:
+    """A swarm that runs while it is fed: `feed` adds signatures, `close` waits for the rest.
+
+    Items start as soon as a slot is free (a semaphore of ``max_concurrency``); once
+    ``stop_after_n_failures`` items failed, the items not started are cancelled.
+    Results come back in the order the items were fed.
+
+    Args:
+        run: The composition run.
+        node: The swarm's settings (its ``items`` are not fed by this constructor).
+        path: The swarm's path.
+        previous: What items with ``receives`` receive.
+    """
+
+    def __init__(self, run: CompositionRun, node: Swarm, path: str, previous: Any) -> None:
+        self.run, self.node, self.path, self.previous = run, node, path, previous
+        self.items: list[Signature] = []
+        self.results: list[Any] = []
+        self.errors: dict[int, BaseException] = {}
+        self.inputs: dict[int, Any] = {}
+        self.outcome: dict[int, str] = {}
+        self.futures: dict[int, PrefectFuture[Any]] = {}
+        self._slots = threading.BoundedSemaphore(node.max_concurrency)
+        self._changed = threading.Condition()
+        self._closed = False
+        self._next = 0
+        self._stopped: BaseException | None = None
+        self._progress_at = 0.0
+        self._progress_lock = threading.Lock()
+        self._progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
+            0.0, description=self._describe()
+        )
+        self._watched_control: Control = "run"
+        self._done_watching = threading.Event()
+        # The control is read by a watcher of its own: a slow API never slows the dispatch.
+        self._watcher = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._watch_control,),
+            name=f"swarm {path} control",
+            daemon=True,
+        )
+        self._watcher.start()
+        self._dispatcher = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._dispatch,),
+            name=f"swarm {path}",
+            daemon=True,
+        )
+        self._dispatcher.start()
+
+    def _watch_control(self) -> None:
+        while not self._done_watching.is_set():
+            try:
+                self._watched_control = self.run.control()
+            except Exception as error:  # an API hiccup: keep the last answer, try again
+                get_run_logger().warning("Could not read the control: %s", reason_for(error))
+            self._done_watching.wait(CONTROL_READ_SECONDS)
+
+    def feed(self, *items: Signature, checked: bool = False) -> None:
+        """Adds signatures to the running swarm.
+
+        Args:
+            *items: The signatures.
+            checked: They were checked against the registry already.
+
+        Raises:
+            InvalidCompositionError: The swarm is closed, or an item does not check.
+        """
+        for item in items if not checked else ():
+            check_composition(item, self.run.registry, self.run.dry_run)
+        with self._changed:
+            if self._closed:
+                raise InvalidCompositionError(self.path or ROOT, "the swarm is closed")
+            self.items.extend(items)
+            self.results.extend([None] * len(items))
+            self._changed.notify_all()
+
+    def close(self) -> list[Any]:
+        """Stops the feeding, waits until every item finished or was cancelled.
+
+        Returns:
+            The results, in the order the items were fed.
+
+        Raises:
+            _StepFailed: The failure budget ran out (or an item failed with none set).
+            CompositionCancelledError: The composition was cancelled meanwhile.
+        """
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._dispatcher.join()
+        self._done_watching.set()
+        for future in list(self.futures.values()):
+            future.wait()
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.outcome) >= len(self.futures))
+        self._update_progress(force=True)
+        for index, item in enumerate(self.items):
+            item_path = f"{join_path(self.path, 'items')}[{index}]"
+            outcome = self.outcome.get(index, "cancelled")
+            self.run.steps[item_path] = outcome
+            if outcome == "completed":
+                if item.step is not None:
+                    self.run.named[item.step] = self.results[index]
+                self.run.callbacks(item.on_success, item_path, "on_success", self.results[index])
+            elif outcome == "failed":
+                failed = _StepFailed(item_path, item.target, self.inputs[index], self.errors[index])
+                self.run.callbacks(
+                    item.on_error, item_path, "on_error", self.run.payload("failed", failed)
+                )
+            else:
+                payload = error_payload("cancelled", item_path, item.target, item.params, None)
+                self.run.callbacks(item.on_error, item_path, "on_error", payload)
+        if isinstance(self._stopped, CompositionCancelledError):
+            raise self._stopped
+        if self.errors:
+            counts = self.counts()
+            error = SwarmFailedError(
+                f"swarm:{self.path or ROOT}",
+                f"{counts['failed']} failed, {counts['done']} done, "
+                f"{counts['cancelled']} cancelled of {len(self.items)}",
+            )
+            raise _StepFailed(self.path or ROOT, None, None, error)
+        return self.results
+
+    def counts(self) -> dict[str, int]:
+        """How many items are done, failed, cancelled (never started) and running."""
+        values = list(self.outcome.values())
+        done, failed = values.count("completed"), values.count("failed")
+        started = len(self.futures)
+        cancelled = (
+            len(self.items) - started if self._stopped is not None or self._closed_drained else 0
+        )
+        return {
+            "done": done,
+            "failed": failed,
+            "cancelled": cancelled,
+            "running": started - len(values),
+        }
+
+    @property
+    def _closed_drained(self) -> bool:
+        return self._closed and not self._dispatcher.is_alive()
+
+    def _budget_spent(self) -> bool:
+        budget = self.node.stop_after_n_failures
+        return budget is not None and len(self.errors) >= budget
+
+    def _dispatch(self) -> None:
+        """Submits items in order, each when a slot frees up, until closed and fed out."""
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._next < len(self.items) or self._closed)
+                if self._next >= len(self.items):
+                    return
+                index = self._next
+            while not self._slots.acquire(timeout=CONTROL_READ_SECONDS):
+                if self._should_stop():
+                    return
+            if self._should_stop():
+                self._slots.release()
+                return
+            item = self.items[index]
+            try:
+                future, parameters = self.run.submit(
+                    item, f"{join_path(self.path, 'items')}[{index}]", self.previous
+                )
+            except BaseException as error:  # recorded as the item's failure
+                self._slots.release()
+                self._finished(index, None, error)
+                self._next = index + 1
+                continue
+            self.inputs[index] = parameters
+            self.futures[index] = future
+            self._next = index + 1
+            future.add_done_callback(functools.partial(self._on_done, index))
+
+    def _should_stop(self) -> bool:
+        if self._stopped is not None:
+            return True
+        if self._budget_spent():
+            self._stopped = SwarmFailedError(f"swarm:{self.path or ROOT}", "failure budget spent")
+            return True
+        if self._watched_control == "run":
+            return False
+        try:
+            self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]")
+        except CompositionCancelledError as cancelled:
+            self._stopped = cancelled
+            return True
+        return False
+
+    def _on_done(self, index: int, future: PrefectFuture[Any]) -> None:
+        try:
+            result, error = future.result(), None
+        except BaseException as failure:  # recorded as the item's failure
+            result, error = None, failure
+        self._slots.release()
+        self._finished(index, result, error)
+
+    def _finished(self, index: int, result: Any, error: BaseException | None) -> None:
+        with self._changed:
+            if error is None:
+                self.results[index] = result
+                self.outcome[index] = "completed"
+            else:
+                self.errors[index] = error
+                self.outcome[index] = "failed"
+            self._changed.notify_all()
+        self._update_progress()
+
+    def _describe(self) -> str:
+        values = list(self.outcome.values())
+        return (
+            f"swarm {self.path or ROOT}: {values.count('completed')}/{len(self.items)} done, "
+            f"{values.count('failed')} failed"
+        )
+
+    def _update_progress(self, force: bool = False) -> None:
+        # One update at a time, each computed when sent: the artifact never goes backwards.
+        with self._progress_lock:
+            now = time.monotonic()
+            if not force and now - self._progress_at < PROGRESS_UPDATE_SECONDS:
+                return
+            self._progress_at = now
+            finished = len(self.outcome)
+            progress = 100.0 * finished / len(self.items) if self.items else 100.0
+            try:
+                update_progress_artifact(self._progress_id, progress, description=self._describe())
+            except Exception as error:  # progress is for people watching; never fail a step
+                get_run_logger().warning(
+                    "Could not update the swarm's progress: %s", reason_for(error)
+                )
+
+
+@workflow(name="compose", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY))
+def compose(composition: Composition, dry_run: bool = False) -> CompositionResult | State[Any]:
+    """Runs a composition of registered jobs and workflows.
+
+    Args:
+        composition: A signature, chain or swarm (`flows.composition`), as JSON in a request.
+        dry_run: Run every step as a dry run (every target must have ``dry_run``).
+
+    Returns:
+        The composition's result; a Cancelled state when it was cancelled by request.
+
+    Raises:
+        InvalidCompositionError: The composition does not check against the registry.
+        CompositionFailedError: A step failed (after the error callbacks ran).
+    """
+    registry = registry_for_compositions()
+    check_composition(composition, registry, dry_run)
+    flow_run_id = get_run_context().flow_run.id  # type: ignore[union-attr]
+    run = CompositionRun(registry, dry_run, flow_run_id)
+    try:
+        result = run.run(composition, "", None)
+    except _StepFailed as failed:
+        # MagicFlow's own errors name their resource and cause; others only their type.
+        cause = reason_for(failed.error)
+        raise CompositionFailedError("composition", f"{failed.path}: {cause}") from None
+    except CompositionCancelledError as cancelled:
+        return Cancelled(
+            message=str(cancelled),
+            data=CompositionResult(
+                state="cancelled", steps=run.steps, callback_failures=run.callback_failures
+            ),
+        )
+    return CompositionResult(
+        state="completed",
+        result=to_jsonable_python(result),
+        steps=run.steps,
+        callback_failures=run.callback_failures,
+    )
+
+
+Action = Literal["pause", "resume", "cancel"]
+
+
+def control_composition(flow_run_id: UUID | str, action: Action) -> str:
+    """Pauses, resumes or cancels a running composition (the API behind the CLI).
+
+    ``pause`` takes effect before the composition's next step (a swarm starts no
+    further item), ``resume`` lets a paused one go on (finished steps are not run
+    again), ``cancel`` stops the steps not started and runs the error callbacks
+    with reason ``cancelled``, also from a pause.
+
+    Args:
+        flow_run_id: The composition's flow run.
+        action: ``pause``, ``resume`` or ``cancel``.
+
+    Returns:
+        The run's state name when asked, e.g. ``Running``.
+
+    Raises:
+        NotFoundError: No flow run has that id.
+        ConflictError: The run is not a composition, or it has already finished.
+
+    Example:
+        ```python
+        control_composition("0b6f2d1e-...", "pause")  # 'Running'; it pauses before its next step
+        ```
+    """
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    from magicflow.errors import NotFoundError
+
+    resource = f"flow-run:{flow_run_id}"
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(UUID(str(flow_run_id)))
+        except ObjectNotFound:
+            raise NotFoundError(resource, "no such flow run") from None
+        flow = client.read_flow(flow_run.flow_id)
+    if flow.name != compose.name:
+        raise ConflictError(resource, f"a run of {flow.name!r}, not a composition")
+    state = flow_run.state
+    if state is None or state.is_final():
+        kind = state.name if state is not None else "not started"
+        raise ConflictError(resource, f"already {kind}; nothing to {action}")
+    Variable.set(
+        control_variable(flow_run.id), "run" if action == "resume" else action, overwrite=True
+    )
+    if action in ("resume", "cancel") and state.is_paused():
+        resume_flow_run(flow_run.id)  # a cancelled one wakes up to run its error callbacks
+    return state.name or state.type.value
