@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -50,6 +51,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.variables import Variable
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from flows.dr_targets import DrTarget, RecoveryPoint, parse_targets
@@ -388,9 +390,43 @@ def _publish(report: DrValidationReport) -> None:
         )
 
 
+DR_TARGETS_VARIABLE = "dr_targets"
+"""The Prefect variable holding the nightly deployment's targets (a JSON list)."""
+
+
+def configured_dr_targets() -> list[Any]:
+    """The targets saved in the Prefect variable ``dr_targets``.
+
+    Returns:
+        The variable's list of targets (checked later by `parse_targets`).
+
+    Raises:
+        InvalidInputError: About ``dr:targets`` when the variable is unset or not a
+            JSON list, saying how to set it.
+
+    Example:
+        ```sh
+        prefect variable set dr_targets '[{"kind": "rds-snapshots", ...}]' --overwrite
+        ```
+    """
+    value = Variable.get(DR_TARGETS_VARIABLE, default=None)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, list):
+        raise InvalidInputError(
+            "dr:targets",
+            f"no targets given and the Prefect variable {DR_TARGETS_VARIABLE} holds no JSON "
+            f"list; set it with `prefect variable set {DR_TARGETS_VARIABLE} '[...]' --overwrite`",
+        )
+    return value
+
+
 @workflow(name="validate-dr-backups", persist_result=True, validate_parameters=False)
 def validate_dr_backups(
-    targets: list[DrTarget],
+    targets: list[DrTarget] | None = None,
     restore_test: bool = True,
     max_concurrency: int = 4,
     sweep_after: timedelta | None = timedelta(days=1),
@@ -404,7 +440,9 @@ def validate_dr_backups(
     found.
 
     Args:
-        targets: The backups to validate (see `flows.dr_targets`), as dicts or models.
+        targets: The backups to validate (see `flows.dr_targets`), as dicts or models;
+            None (the nightly deployment) reads them from the JSON Prefect variable
+            ``dr_targets`` when the run starts.
         restore_test: Restore each newest recovery point into scratch and check it.
         max_concurrency: How many targets are checked at the same time (1 to 64).
         sweep_after: Scratch resources older than this, left by crashed runs, are
@@ -429,7 +467,7 @@ def validate_dr_backups(
         )
         ```
     """
-    parsed = parse_targets(targets)
+    parsed = parse_targets(targets if targets is not None else configured_dr_targets())
     if isinstance(sweep_after, str | int | float):
         sweep_after = _duration(sweep_after)
     _check_options(restore_test, max_concurrency, sweep_after)

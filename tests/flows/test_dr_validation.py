@@ -20,9 +20,15 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
+from prefect.variables import Variable
 
 from flows.dr_targets import parse_targets
-from flows.dr_validation import DrValidationFailed, DrValidationReport, validate_dr_backups
+from flows.dr_validation import (
+    DR_TARGETS_VARIABLE,
+    DrValidationFailed,
+    DrValidationReport,
+    validate_dr_backups,
+)
 from flows.registry import InvalidParametersError, magicflow_registry
 from magicflow import InvalidInputError
 from magicflow.recovery import SCRATCH_PREFIX
@@ -286,3 +292,14 @@ def test_bad_targets_are_refused_naming_them_before_any_request(
         magicflow_registry().get("dr-validation").validate_parameters(
             {"targets": [good, {"kind": "tape", "name": "old"}]}
         )
+    # Without targets (the nightly deployment), a run reads the dr_targets variable.
+    Variable.unset(DR_TARGETS_VARIABLE)
+    with pytest.raises(InvalidInputError, match="prefect variable set dr_targets"):
+        validate_dr_backups()
+    Variable.set(DR_TARGETS_VARIABLE, [good, {**good, "name": "zero", "rpo": "PT0S"}])
+    try:
+        with pytest.raises(InvalidInputError, match="dr:target/zero: rpo"):
+            validate_dr_backups()
+    finally:
+        Variable.unset(DR_TARGETS_VARIABLE)
+    assert recording_proxies.requests() == []
