@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
@@ -62,6 +63,7 @@ def spec_parameters(spec: TenantSpec) -> dict[str, Any]:
     return {"spec": json.loads(spec.model_dump_json(by_alias=True))}
 
 
+@pytest.mark.timeout(900)  # two waves of runbook runs on a loaded machine
 def test_runs_of_one_tenant_serialize_and_runs_of_two_tenants_overlap(
     served_workflows: ServedWorkflows, tenant_systems: TenantSystems, reviewer: Reviewer
 ) -> None:
