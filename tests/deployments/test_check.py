@@ -20,6 +20,8 @@ from tests.fixtures.kafka import PROJECT_ROOT, subprocess_env
 PREFECT_YAML = PROJECT_ROOT / "prefect.yaml"
 BLOCKS_YAML = PROJECT_ROOT / "deployments" / "local-stack-blocks.yaml"
 LISTENER = "deployment 'listener'"
+AFTER_LISTENER_TAGS = "\n    parameters:\n      kafka: magicflow\n      #"
+"""Follows the listener's tags only (the crash follower has the same tags)."""
 
 
 def broken_copy(tmp_path: Path, *edits: tuple[str, str], append: str = "") -> Path:
@@ -69,7 +71,11 @@ def test_a_copy_with_no_edit_passes(tmp_path: Path) -> None:
     ("edit", "where", "problem"),
     [
         (
-            ("    tags: [magicflow, kafka, service]", "    tagz: [magicflow, kafka, service]"),
+            (
+                # the listener's (the crash follower has the same tags)
+                "    tags: [magicflow, kafka, service]" + AFTER_LISTENER_TAGS,
+                "    tagz: [magicflow, kafka, service]" + AFTER_LISTENER_TAGS,
+            ),
             f"{LISTENER}: tagz",
             "unknown key (did you mean 'tags'?",
         ),
@@ -262,7 +268,9 @@ def test_a_deployment_of_the_wrong_flow_for_its_workflow_is_an_error(tmp_path: P
 
 
 def test_a_block_missing_from_the_blocks_configuration_is_an_error(tmp_path: Path) -> None:
-    copy = broken_copy(tmp_path, ("      kafka: magicflow\n", "      kafka: magicflw\n"))
+    copy = broken_copy(
+        tmp_path, ("      kafka: magicflow\n      #", "      kafka: magicflw\n      #")
+    )
     assert problems_of(copy) == [
         f"{copy}: {LISTENER}: parameters kafka: block 'magicflw' (KafkaConnection) is not in "
         f"{BLOCKS_YAML}; add it there (magicflow blocks apply creates it)"
@@ -379,7 +387,11 @@ def test_bad_files_give_one_line_per_problem_and_no_traceback(tmp_path: Path) ->
     assert "Traceback" not in done.stdout + done.stderr
 
     repeated = broken_copy(
-        tmp_path, ("    tags: [magicflow, kafka, service]", "    tags: [a]\n    tags: [b]")
+        tmp_path,
+        (
+            "    tags: [magicflow, kafka, service]" + AFTER_LISTENER_TAGS,
+            "    tags: [a]\n    tags: [b]" + AFTER_LISTENER_TAGS,
+        ),
     )
     done = run_check("--file", str(repeated), *blocks)
     assert done.returncode == ExitCode.NOT_CONFIGURED
