@@ -19,7 +19,10 @@ It also records every request it forwards, so tests can count what a job really
 sent to the backend (a job's own verdict is not evidence):
 
 * ``GET /__requests__`` returns ``{"requests": [{"method", "path", "query",
-  "action", "write"}, ...]}`` in arrival order. ``action`` is the operation of an
+  "action", "write", "started", "finished"}, ...]}`` in arrival order. ``started`` is
+  when the request arrived and ``finished`` when the backend's answer was read (epoch
+  seconds; ``finished`` is null while it is in flight), so a benchmark can see whether
+  the requests of concurrent work overlap in time. ``action`` is the operation of an
   RPC-style API (AWS query protocol: the ``Action=`` form field; AWS JSON
   protocol: the ``X-Amz-Target`` header), else null. ``write`` says whether the
   request may change state: for an RPC action, any action not named like a read
@@ -90,7 +93,8 @@ class State:
         self.forwarded = 0
         self.requests: list[dict[str, Any]] = []
 
-    def record(self, method: str, target: str, action: str | None) -> None:
+    def record(self, method: str, target: str, action: str | None) -> dict[str, Any]:
+        """Records a request on arrival; the caller sets ``finished`` when it is answered."""
         path, _, query = target.partition("?")
         entry = {
             "method": method,
@@ -98,10 +102,13 @@ class State:
             "query": query,
             "action": action,
             "write": is_write(method, action),
+            "started": time.time(),
+            "finished": None,
         }
         with self.lock:
             if len(self.requests) < MAX_RECORDED:
                 self.requests.append(entry)
+        return entry
 
     def take_rule(self, method: str, path: str, action: str | None) -> dict[str, Any] | None:
         with self.lock:
@@ -181,7 +188,7 @@ def make_handler(
                 with state.lock:
                     state.requests.clear()
             with state.lock:
-                report = {"requests": list(state.requests)}
+                report = {"requests": [dict(entry) for entry in state.requests]}
             self._reply(200, json.dumps(report).encode(), [("Content-Type", "application/json")])
 
         def _handle(self) -> None:
@@ -206,7 +213,7 @@ def make_handler(
             return self._forward(body)
 
         def _forward(self, body: bytes, truncate: int | None = None) -> None:
-            state.record(self.command, self.path, rpc_action(self.headers, body))
+            entry = state.record(self.command, self.path, rpc_action(self.headers, body))
             if latency_seconds:
                 time.sleep(latency_seconds)
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
@@ -215,6 +222,8 @@ def make_handler(
             response = conn.getresponse()
             data = response.read()
             conn.close()
+            with state.lock:
+                entry["finished"] = time.time()
             if truncate is None:
                 return self._reply(response.status, data, response.getheaders())
             self.send_response(response.status)
