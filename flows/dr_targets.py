@@ -139,7 +139,19 @@ class _Target(BaseModel):
         raise NotImplementedError
 
 
-class S3VersionsTarget(_Target):
+class _ObjectVersionsTarget(_Target):
+    """What S3 and GCS targets share: the objects under a prefix of a versioned bucket."""
+
+    bucket: str = Field(description="The versioned bucket holding the backups.")
+    prefix: str = Field(default="", description="Only objects whose names start with it.")
+    checksum_metadata_key: str | None = Field(
+        default="sha256",
+        description="Key of the object's own metadata (S3 user metadata, GCS custom "
+        "metadata) holding the writer's hex SHA-256.",
+    )
+
+
+class S3VersionsTarget(_ObjectVersionsTarget):
     """Object versions under a prefix of a versioned S3 bucket (e.g. nightly dumps).
 
     The restore test copies the newest version into a scratch bucket and checks it
@@ -148,11 +160,6 @@ class S3VersionsTarget(_Target):
     """
 
     kind: Literal["s3-versions"] = "s3-versions"
-    bucket: str = Field(description="The versioned bucket holding the backups.")
-    prefix: str = Field(default="", description="Only keys starting with it.")
-    checksum_metadata_key: str | None = Field(
-        default="sha256", description="User metadata key holding the writer's hex SHA-256."
-    )
 
     @property
     @override
@@ -188,7 +195,7 @@ class S3VersionsTarget(_Target):
         return delete_s3_scratch_buckets(self.connection, prefix, created_before)
 
 
-class GcsGenerationsTarget(_Target):
+class GcsGenerationsTarget(_ObjectVersionsTarget):
     """Object generations under a prefix of a versioned Cloud Storage bucket.
 
     The restore test copies the newest generation into a scratch bucket (in the
@@ -197,11 +204,6 @@ class GcsGenerationsTarget(_Target):
     """
 
     kind: Literal["gcs-generations"] = "gcs-generations"
-    bucket: str = Field(description="The versioned bucket holding the backups.")
-    prefix: str = Field(default="", description="Only object names starting with it.")
-    checksum_metadata_key: str | None = Field(
-        default="sha256", description="Custom metadata key holding the writer's hex SHA-256."
-    )
 
     @property
     @override
