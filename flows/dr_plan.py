@@ -29,7 +29,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -123,52 +124,56 @@ class RestoreRdsStep(_Step):
         )
 
 
-class CopyS3Step(_Step):
+class _CopyObjectsStep(_Step):
+    """What the S3 and GCS copy steps share: the objects under a prefix, bucket to bucket."""
+
+    source_bucket: str
+    destination_bucket: str
+    prefix: str = ""
+
+    system: ClassVar[str]
+    """Where the buckets live, in `Change.resource` form (``aws:s3``, ``gcp:gcs``)."""
+
+    @property
+    @override
+    def resource(self) -> str:
+        return f"{self.system}:bucket/{self.destination_bucket}/{self.prefix}*"
+
+    @override
+    def run(self, dry_run: bool) -> Change:
+        return self.copy_job()(
+            self.connection,
+            self.source_bucket,
+            self.destination_bucket,
+            self.prefix,
+            dry_run=dry_run,
+        )
+
+    def copy_job(self) -> Callable[..., Change]:
+        """The job that copies the objects."""
+        raise NotImplementedError
+
+
+class CopyS3Step(_CopyObjectsStep):
     """The objects under a prefix copied to a bucket in the DR region."""
 
     kind: Literal["s3-copy"] = "s3-copy"
-    source_bucket: str
-    destination_bucket: str
-    prefix: str = ""
-
-    @property
-    @override
-    def resource(self) -> str:
-        return f"aws:s3:bucket/{self.destination_bucket}/{self.prefix}*"
+    system: ClassVar[str] = "aws:s3"
 
     @override
-    def run(self, dry_run: bool) -> Change:
-        return copy_s3_objects(
-            self.connection,
-            self.source_bucket,
-            self.destination_bucket,
-            self.prefix,
-            dry_run=dry_run,
-        )
+    def copy_job(self) -> Callable[..., Change]:
+        return copy_s3_objects
 
 
-class CopyGcsStep(_Step):
+class CopyGcsStep(_CopyObjectsStep):
     """The objects under a prefix copied to a Cloud Storage bucket in the DR region."""
 
     kind: Literal["gcs-copy"] = "gcs-copy"
-    source_bucket: str
-    destination_bucket: str
-    prefix: str = ""
-
-    @property
-    @override
-    def resource(self) -> str:
-        return f"gcp:gcs:bucket/{self.destination_bucket}/{self.prefix}*"
+    system: ClassVar[str] = "gcp:gcs"
 
     @override
-    def run(self, dry_run: bool) -> Change:
-        return copy_gcs_objects(
-            self.connection,
-            self.source_bucket,
-            self.destination_bucket,
-            self.prefix,
-            dry_run=dry_run,
-        )
+    def copy_job(self) -> Callable[..., Change]:
+        return copy_gcs_objects
 
 
 class RepointSsmStep(_Step):
