@@ -141,3 +141,70 @@ def compare_restore(
         found={key: found[key] for key in checked},
         problem="; ".join(mismatches) or None,
     )
+
+
+RESTORED_FROM = "magicflow-restored-from"
+"""Metadata key on a restored object copy naming the version it was restored from."""
+
+
+def restored_copy_is_current(metadata: Mapping[str, str] | None, origin: str) -> bool:
+    """Whether an object copy in scratch was restored from `origin` (a rerun copies nothing).
+
+    Args:
+        metadata: The copy's own metadata (S3 user metadata, GCS custom metadata).
+        origin: The recovery point, e.g. ``bucket/key?versionId=...``.
+
+    Returns:
+        True when the copy records that it came from `origin`.
+
+    Example:
+        >>> restored_copy_is_current({RESTORED_FROM: "b/k#7"}, "b/k#7"), restored_copy_is_current(None, "b/k#7")
+        (True, False)
+    """  # noqa: E501 - a doctest line
+    return (metadata or {}).get(RESTORED_FROM) == origin
+
+
+def restored_copy_metadata(metadata: Mapping[str, str] | None, origin: str) -> dict[str, str]:
+    """The metadata of a restored copy: the source's, and where the copy came from.
+
+    Example:
+        >>> restored_copy_metadata({"sha256": "ab"}, "b/k#7")
+        {'sha256': 'ab', 'magicflow-restored-from': 'b/k#7'}
+    """
+    return {**(metadata or {}), RESTORED_FROM: origin}
+
+
+class ContentDigests:
+    """A file-like sink that hashes what is written into it: size, MD5 and SHA-256.
+
+    A restored copy is streamed through it (``download_to_file(digests)``, or
+    ``write`` per chunk) and compared with what the source recorded.
+
+    Example:
+        >>> digests = ContentDigests()
+        >>> digests.write(b"abc"), digests.size, digests.sha256.hexdigest()[:8]
+        (3, 3, 'ba7816bf')
+    """
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        """Hashes `data`; returns its length, as a file's ``write`` does."""
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def recorded_sha256(metadata: Mapping[str, str] | None, key: str | None) -> str | None:
+    """The hex SHA-256 a backup's writer recorded in the object's metadata, if any.
+
+    Example:
+        >>> recorded_sha256({"sha256": " AB12 "}, "sha256"), recorded_sha256({}, None)
+        ('ab12', None)
+    """
+    recorded = (metadata or {}).get(key or "", None)
+    return recorded.strip().lower() if recorded else None

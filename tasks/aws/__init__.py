@@ -1,8 +1,8 @@
 """AWS jobs: one module per service, as prefect-aws has them.
 
 * `tasks.aws.s3`: `ensure_s3_bucket`, `list_s3_object_versions`, `delete_s3_bucket`,
-  `restore_s3_object_version`, `verify_s3_restore`, `delete_s3_scratch_buckets`,
-  `copy_s3_objects`, `put_s3_object`
+  `copy_s3_objects`, `put_s3_object`; `tasks.aws.s3_restore`: `restore_s3_object_version`,
+  `verify_s3_restore`, `delete_s3_scratch_buckets` (restore tests into scratch buckets)
 * `tasks.aws.iam`: `ensure_iam_role`, `delete_iam_role`
 * `tasks.aws.kms`: `ensure_kms_key`
 * `tasks.aws.ssm`: `put_ssm_parameter`, `delete_ssm_parameter`, `repoint_ssm_parameter`
@@ -55,10 +55,12 @@ from tasks.aws.s3 import (
     S3ObjectVersion,
     copy_s3_objects,
     delete_s3_bucket,
-    delete_s3_scratch_buckets,
     ensure_s3_bucket,
     list_s3_object_versions,
     put_s3_object,
+)
+from tasks.aws.s3_restore import (
+    delete_s3_scratch_buckets,
     restore_s3_object_version,
     verify_s3_restore,
 )

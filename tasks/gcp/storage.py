@@ -30,7 +30,15 @@ from magicflow import (
     job,
     report,
 )
-from magicflow.recovery import RestoreCheck, check_scratch_name, compare_restore
+from magicflow.recovery import (
+    ContentDigests,
+    RestoreCheck,
+    check_scratch_name,
+    compare_restore,
+    recorded_sha256,
+    restored_copy_is_current,
+    restored_copy_metadata,
+)
 from tasks.gcp.session import (
     REQUEST_TIMEOUT_SECONDS,
     calling,
@@ -368,26 +376,19 @@ def delete_gcs_bucket(
 
 # --- restore tests, copies and uploads ----------------------------------------------------
 
-_RESTORED_FROM = "magicflow-restored-from"
-"""Custom metadata on a restored copy: ``<bucket>/<name>#<generation>`` it came from."""
 _DOWNLOAD_CHUNK = 1024 * 1024
 
 
-class _Digests:
-    """A file-like sink that hashes what a download writes into it."""
+class _Digests(ContentDigests):
+    """`ContentDigests` with the CRC32C Cloud Storage records too."""
 
     def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        super().__init__()
         self.crc32c = google_crc32c.Checksum()
-        self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.md5.update(data)
         self.crc32c.update(data)
-        self.size += len(data)
-        return len(data)
+        return super().write(data)
 
 
 def _object_resource(bucket: str, name: str) -> str:
@@ -471,7 +472,7 @@ def restore_gcs_object_generation(
         current = (
             scratch.get_blob(name, timeout=REQUEST_TIMEOUT_SECONDS, retry=None) if scratch else None
         )
-    if current is not None and (current.metadata or {}).get(_RESTORED_FROM) == origin:
+    if current is not None and restored_copy_is_current(current.metadata, origin):
         return report(
             Change(resource=resource, action=Action.UNCHANGED, dry_run=dry_run, detail=detail)
         )
@@ -486,7 +487,7 @@ def restore_gcs_object_generation(
                 scratch_bucket, location=location, timeout=REQUEST_TIMEOUT_SECONDS, retry=None
             )
         copy = scratch.blob(name)
-        copy.metadata = {**(source.metadata or {}), _RESTORED_FROM: origin}
+        copy.metadata = restored_copy_metadata(source.metadata, origin)
         copy.content_type = source.content_type
         token, _, _ = copy.rewrite(source, timeout=REQUEST_TIMEOUT_SECONDS, retry=None)
         while token is not None:  # large objects are copied in several calls
@@ -556,12 +557,11 @@ def verify_gcs_restore(
         if copy is None:
             raise NotFoundError(resource, "the restored copy does not exist")
         copy.download_to_file(digests, timeout=REQUEST_TIMEOUT_SECONDS, retry=None)
-    recorded = (source.metadata or {}).get(checksum_metadata_key or "", None)
     expected: dict[str, Any] = {
         "size": source.size,
         "md5": base64.b64decode(source.md5_hash).hex() if source.md5_hash else None,
         "crc32c": base64.b64decode(source.crc32c).hex() if source.crc32c else None,
-        "sha256": recorded.strip().lower() if recorded else None,
+        "sha256": recorded_sha256(source.metadata, checksum_metadata_key),
     }
     found: dict[str, Any] = {
         "size": digests.size,
