@@ -5,7 +5,6 @@ reports about it against the snapshot, and deletes it.
 """
 
 import re
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from blocks import AwsCredentials
-from magicflow import Action, Change, ConflictError, DeadlineExceededError, connection, job
+from magicflow import Action, Change, ConflictError, connection, job
 from magicflow.recovery import RestoreCheck, check_scratch_name, compare_restore
 from tasks.aws.inputs import (
     Dated,
@@ -22,7 +21,15 @@ from tasks.aws.inputs import (
     tag_list,
     validate_tags,
 )
-from tasks.aws.session import aws_client, aws_errors, call_or_none, paginate, report_change
+from tasks.aws.session import (
+    aws_client,
+    aws_errors,
+    call_or_none,
+    delete_each,
+    paginate,
+    report_change,
+    wait_until_settled,
+)
 
 _EBS_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
 _EBS_OWNER = re.compile(r"^(self|amazon|\d{12})$")
@@ -263,22 +270,17 @@ def verify_ebs_restore(
     resource = f"aws:ec2:volume/{name}"
     _check_volume_name(resource, name)
     credentials = connection(aws_credentials, AwsCredentials)
-    deadline = time.monotonic() + timeout_seconds
     with aws_errors(resource):
         ec2 = aws_client(credentials, "ec2")
         snapshot = _ebs_snapshot(ec2, snapshot_id)
-        while True:
-            volumes = _volumes_named(ec2, name)
-            if not volumes:
-                raise ConflictError(resource, "the restored volume does not exist")
-            volume = volumes[0]
-            if volume.get("State") != "creating":
-                break
-            if time.monotonic() > deadline:
-                raise DeadlineExceededError(
-                    resource, f"still creating after {timeout_seconds:.0f} s"
-                )
-            time.sleep(poll_seconds)
+        volume = wait_until_settled(
+            resource,
+            lambda: next(iter(_volumes_named(ec2, name)), None),
+            "State",
+            lambda state: state != "creating",
+            timeout_seconds,
+            poll_seconds,
+        )
     expected: dict[str, Any] = {
         "state": "available",
         "size_gib": snapshot.get("VolumeSize"),
@@ -340,9 +342,12 @@ def delete_ebs_scratch_volumes(
             for volume in _volumes_named(ec2, name_prefix, prefix=True)
             if created_before is None or volume["CreateTime"] < created_before
         )
-        if not volumes:
-            return report_change(resource, Action.UNCHANGED, dry_run=dry_run)
-        if not dry_run:
-            for volume_id in volumes:
-                call_or_none({"InvalidVolume.NotFound"}, ec2.delete_volume, VolumeId=volume_id)
-    return report_change(resource, Action.DELETED, dry_run=dry_run, volumes=[*volumes])
+        return delete_each(
+            resource,
+            volumes,
+            lambda volume_id: call_or_none(
+                {"InvalidVolume.NotFound"}, ec2.delete_volume, VolumeId=volume_id
+            ),
+            dry_run=dry_run,
+            listed_as="volumes",
+        )

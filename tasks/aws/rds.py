@@ -6,7 +6,6 @@ latest snapshot into the DR region.
 """
 
 import re
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from pydantic import ConfigDict
 
 from blocks import AwsCredentials
-from magicflow import Action, Change, ConflictError, DeadlineExceededError, connection, job
+from magicflow import Action, Change, ConflictError, connection, job
 from magicflow.recovery import RestoreCheck, check_scratch_name, compare_restore
 from tasks.aws.inputs import (
     Dated,
@@ -25,7 +24,15 @@ from tasks.aws.inputs import (
     validate_region,
     validate_tags,
 )
-from tasks.aws.session import aws_client, aws_errors, call_or_none, paginate, report_change
+from tasks.aws.session import (
+    aws_client,
+    aws_errors,
+    call_or_none,
+    delete_each,
+    paginate,
+    report_change,
+    wait_until_settled,
+)
 
 _RDS_INSTANCE_ID = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$")
 
@@ -272,22 +279,17 @@ def verify_rds_restore(
     _check_instance_id(resource, db_instance_identifier)
     validate_region(resource, region)
     credentials = connection(aws_credentials, AwsCredentials)
-    deadline = time.monotonic() + timeout_seconds
     with aws_errors(resource):
         rds = aws_client(credentials, "rds", region)
         snapshot = _snapshot(rds, snapshot_id)
-        while True:
-            instance = _instance(rds, db_instance_identifier)
-            if instance is None:
-                raise ConflictError(resource, "the restored instance does not exist")
-            if instance.get("DBInstanceStatus") in _SETTLED:
-                break
-            if time.monotonic() > deadline:
-                raise DeadlineExceededError(
-                    resource,
-                    f"still {instance.get('DBInstanceStatus')} after {timeout_seconds:.0f} s",
-                )
-            time.sleep(poll_seconds)
+        instance = wait_until_settled(
+            resource,
+            lambda: _instance(rds, db_instance_identifier),
+            "DBInstanceStatus",
+            lambda status: status in _SETTLED,
+            timeout_seconds,
+            poll_seconds,
+        )
     expected: dict[str, Any] = {
         "status": "available",
         "engine": snapshot.get("Engine"),
@@ -355,15 +357,16 @@ def delete_rds_scratch_instances(
             and instance.get("DBInstanceStatus") not in _GONE
             and (created_before is None or instance["InstanceCreateTime"] < created_before)
         )
-        if not names:
-            return report_change(resource, Action.UNCHANGED, dry_run=dry_run)
-        if not dry_run:
-            for name in names:
-                call_or_none(
-                    {"DBInstanceNotFound", "DBInstanceNotFoundFault"},
-                    rds.delete_db_instance,
-                    DBInstanceIdentifier=name,
-                    SkipFinalSnapshot=True,
-                    DeleteAutomatedBackups=True,
-                )
-    return report_change(resource, Action.DELETED, dry_run=dry_run, instances=[*names])
+        return delete_each(
+            resource,
+            names,
+            lambda name: call_or_none(
+                {"DBInstanceNotFound", "DBInstanceNotFoundFault"},
+                rds.delete_db_instance,
+                DBInstanceIdentifier=name,
+                SkipFinalSnapshot=True,
+                DeleteAutomatedBackups=True,
+            ),
+            dry_run=dry_run,
+            listed_as="instances",
+        )

@@ -31,7 +31,14 @@ from tasks.aws.s3 import (
     s3_object_resource,
     validate_bucket_name,
 )
-from tasks.aws.session import aws_client, aws_errors, call_or_none, error_code, report_change
+from tasks.aws.session import (
+    aws_client,
+    aws_errors,
+    call_or_none,
+    delete_each,
+    error_code,
+    report_change,
+)
 
 _COPY_CHUNK = 1024 * 1024
 
@@ -275,12 +282,13 @@ def delete_s3_scratch_buckets(
             if found["Name"].startswith(name_prefix)
             and (created_before is None or found["CreationDate"] < created_before)
         )
-        if not names:
-            return report_change(resource, Action.UNCHANGED, dry_run=dry_run)
-        if not dry_run:
-            for name in names:
-                _delete_bucket_and_versions(s3, name)
-    return report_change(resource, Action.DELETED, dry_run=dry_run, buckets=[*names])
+        return delete_each(
+            resource,
+            names,
+            lambda name: _delete_bucket_and_versions(s3, name),
+            dry_run=dry_run,
+            listed_as="buckets",
+        )
 
 
 def _delete_bucket_and_versions(s3: Any, name: str) -> None:

@@ -10,7 +10,8 @@ some query APIs. `aws_errors` turns the code into the status it means and leaves
 the rest to the one error table (`magicflow.errors`).
 """
 
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -27,7 +28,7 @@ from botocore.exceptions import (
 from pydantic import JsonValue
 
 from blocks import AwsCredentials
-from magicflow import Action, Change, report
+from magicflow import Action, Change, ConflictError, DeadlineExceededError, report
 from magicflow.errors import HttpAnswer, typed_errors
 
 # botocore's client option ``max_attempts`` counts *retries*; ``total_max_attempts``
@@ -205,3 +206,71 @@ def paginate(client: Any, operation: str, result_key: str, **kwargs: Any) -> lis
         for page in client.get_paginator(operation).paginate(**kwargs)
         for item in page.get(result_key, [])
     ]
+
+
+def wait_until_settled(
+    resource: str,
+    read: Callable[[], Mapping[str, Any] | None],
+    state_key: str,
+    settled: Callable[[Any], bool],
+    timeout_seconds: float,
+    poll_seconds: float,
+) -> Mapping[str, Any]:
+    """Reads a restored resource until its state has settled (a volume or DB restoring).
+
+    Args:
+        resource: The restored resource, named in errors.
+        read: Describes it; None when it does not exist.
+        state_key: Its state's field, e.g. ``State`` or ``DBInstanceStatus``.
+        settled: Whether a state is final (``available``, or a failed state).
+        timeout_seconds: Longest wait.
+        poll_seconds: Time between two reads.
+
+    Returns:
+        The last description read.
+
+    Raises:
+        ConflictError: The resource does not exist.
+        DeadlineExceededError: It did not settle in time, naming its last state.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        found = read()
+        if found is None:
+            raise ConflictError(resource, "the restored resource does not exist")
+        if settled(found.get(state_key)):
+            return found
+        if time.monotonic() > deadline:
+            raise DeadlineExceededError(
+                resource, f"still {found.get(state_key)} after {timeout_seconds:.0f} s"
+            )
+        time.sleep(poll_seconds)
+
+
+def delete_each(
+    resource: str,
+    names: Sequence[str],
+    delete: Callable[[str], object],
+    *,
+    dry_run: bool,
+    listed_as: str,
+) -> Change:
+    """Deletes the scratch resources a cleanup job found, and reports its `Change`.
+
+    Args:
+        resource: The cleanup's resource, e.g. ``aws:rds:db/<prefix>*``.
+        names: What to delete (ids or names).
+        delete: Deletes one; a resource already gone must not raise.
+        dry_run: Report the plan without deleting.
+        listed_as: The `Change` detail key that lists them, e.g. ``volumes``.
+
+    Returns:
+        ``deleted`` with the names under ``listed_as``, or ``unchanged`` when none is left.
+    """
+    if not names:
+        return report_change(resource, Action.UNCHANGED, dry_run=dry_run)
+    if not dry_run:
+        for name in names:
+            delete(name)
+    detail: dict[str, JsonValue] = {listed_as: [*names]}
+    return report(Change(resource=resource, action=Action.DELETED, dry_run=dry_run, detail=detail))
