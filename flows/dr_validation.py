@@ -274,7 +274,8 @@ def validate_dr_target(
         flow_run_id: The validation run, recorded in the result.
 
     Returns:
-        The target's result; failures are in ``problems``, never raised.
+        The target's result, also published as the table artifact
+        ``dr-target-<name>``; failures are in ``problems``, never raised.
     """
     problems: list[str] = []
     point: RecoveryPoint | None = None
@@ -305,7 +306,7 @@ def validate_dr_target(
             except Exception as error:
                 scratch_deleted = False
                 problems.append(f"scratch resource {scratch} was not deleted: {_why(error)}")
-    return TargetResult(
+    result = TargetResult(
         target=target.name,
         kind=target.kind,
         resource=target.resource,
@@ -322,6 +323,15 @@ def validate_dr_target(
         checked_at=now,
         flow_run_id=flow_run_id,
     )
+    # Published here, as each target finishes, rather than by the flow at the end: the
+    # targets' artifacts are written concurrently instead of one after another.
+    row = result.row()
+    create_table_artifact(
+        table=[row],
+        key=f"{TARGET_ARTIFACT_PREFIX}{result.target}",
+        description=f"DR validation of {result.target}: {row['result']}",
+    )
+    return result
 
 
 @task(name="sweep-dr-scratch", cache_policy=NO_CACHE)
@@ -382,12 +392,6 @@ def _publish(report: DrValidationReport) -> None:
         key=f"{REPORT_ARTIFACT_KEY}-report",
         description=report.summary(),
     )
-    for result, row in zip(report.results, rows, strict=True):
-        create_table_artifact(
-            table=[row],
-            key=f"{TARGET_ARTIFACT_PREFIX}{result.target}",
-            description=f"DR validation of {result.target}: {row['result']}",
-        )
 
 
 DR_TARGETS_VARIABLE = "dr_targets"

@@ -8,14 +8,18 @@ permanent ones (bad input, missing permission, conflicts) fail at once.
 """
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from prefect import Task, task
 from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.states import State
@@ -148,8 +152,56 @@ def job_run_name(job_name: str) -> Callable[[], str]:
     return run_name
 
 
+BLOCK_REUSE_SECONDS = 60.0
+"""How long a block loaded by name is reused by the other jobs of the same flow run."""
+
+_loaded_blocks: OrderedDict[tuple[str, str, str], tuple[float, Block]] = OrderedDict()
+_loaded_blocks_lock = threading.Lock()
+_LOADED_BLOCKS_KEPT = 256
+
+
+def _current_flow_run_id() -> str | None:
+    task_context = TaskRunContext.get()
+    if task_context is not None and task_context.task_run.flow_run_id is not None:
+        return str(task_context.task_run.flow_run_id)
+    flow_context = FlowRunContext.get()
+    if flow_context is not None and flow_context.flow_run is not None:
+        return str(flow_context.flow_run.id)
+    return None
+
+
+def _load_for_this_run(block_type: type[B], name: str) -> B:
+    """Loads a saved block, reusing one the same flow run loaded in the last minute.
+
+    A runbook's jobs mostly share one connection: validating 24 backups loads the same
+    AWS block about a hundred times, each a round trip to the Prefect API that competes
+    with the jobs for the machine. Reuse is scoped to one flow run and to
+    `BLOCK_REUSE_SECONDS`, so an edited block (a rotated credential) is read again by
+    the next run, and by a long run (one paused for an approval) after a minute.
+    """
+    run_id = _current_flow_run_id()
+    if run_id is None:
+        return block_type.load(name)  # type: ignore[return-value]
+    key = (run_id, block_type.get_block_type_slug(), name)
+    now = time.monotonic()
+    with _loaded_blocks_lock:
+        cached = _loaded_blocks.get(key)
+    if cached is not None and now - cached[0] < BLOCK_REUSE_SECONDS:
+        return cached[1]  # type: ignore[return-value]
+    block = cast(B, block_type.load(name))
+    with _loaded_blocks_lock:
+        _loaded_blocks[key] = (now, block)
+        _loaded_blocks.move_to_end(key)
+        while len(_loaded_blocks) > _LOADED_BLOCKS_KEPT:
+            _loaded_blocks.popitem(last=False)
+    return block
+
+
 def connection(value: B | str, block_type: type[B]) -> B:
     """Returns the block a job was given, loading it first when given its name.
+
+    Inside a flow run, a block loaded by name is reused by the run's other jobs for
+    `BLOCK_REUSE_SECONDS` (one read of the Prefect API instead of one per job).
 
     Args:
         value: A block instance, or the name of a saved block of `block_type`.
@@ -175,7 +227,7 @@ def connection(value: B | str, block_type: type[B]) -> B:
         if not value.strip():
             raise InvalidInputError(resource, f"the name of a saved {kind} block is empty")
         try:
-            return block_type.load(value)  # type: ignore[return-value]
+            return _load_for_this_run(block_type, value)
         except ValueError as error:
             if not isinstance(error.__cause__, ObjectNotFound):
                 raise

@@ -136,3 +136,41 @@ def test_a_job_called_directly_is_named_after_its_resource_not_at_random() -> No
         "ensure_demo_bucket: acme-data-7f3",
         "ensure_demo_bucket: acme-data-7f3 (dry run)",
     ]
+
+
+def test_a_flow_run_reads_a_block_once_and_the_next_run_reads_it_again(monkeypatch) -> None:
+    from prefect import flow, task
+
+    import magicflow.jobs
+    from blocks import VaultConnection
+    from magicflow import connection
+
+    VaultConnection(url="http://127.0.0.1:1", token="t").save("reused-vault", overwrite=True)
+    loaded: list[VaultConnection] = []
+
+    @task
+    def load_by_name() -> str:
+        loaded.append(connection("reused-vault", VaultConnection))
+        return loaded[-1].url
+
+    @flow
+    def three_jobs_and_an_edit() -> list[str]:
+        urls = [load_by_name(), load_by_name()]
+        VaultConnection(url="http://127.0.0.1:2", token="t").save("reused-vault", overwrite=True)
+        return [*urls, load_by_name()]
+
+    # One read for the whole run (a load always builds a new object), edits included...
+    assert three_jobs_and_an_edit() == ["http://127.0.0.1:1"] * 3
+    assert loaded[0] is loaded[1] is loaded[2]
+    # ...and the next run reads the edited block.
+    assert three_jobs_and_an_edit()[0] == "http://127.0.0.1:2"
+    assert loaded[3] is not loaded[2]
+    # After the reuse window, a long run reads it again too.
+    monkeypatch.setattr(magicflow.jobs, "BLOCK_REUSE_SECONDS", 0.0)
+    loaded.clear()
+    assert three_jobs_and_an_edit() == ["http://127.0.0.1:2"] * 3
+    assert loaded[0] is not loaded[1]
+    # Outside any flow run nothing is reused.
+    assert connection("reused-vault", VaultConnection) is not connection(
+        "reused-vault", VaultConnection
+    )
