@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -175,74 +178,104 @@ def test_put_s3_object_second_run_and_dry_run_send_no_writes(
 # --- RDS, EBS, AWS Backup -----------------------------------------------------------------
 
 
-def test_restore_rds_instance_from_snapshot_second_run_and_dry_run_send_no_writes(
-    recording_proxies, dr_sources: DrSources
-) -> None:
-    aws = recording_proxies.aws()
-    dr_sources.seed_rds()
-    before = dr_sources.fingerprint()
-    target = scratch()
-    writes = recording_proxies.assert_idempotent_at_the_wire(
-        lambda **kw: restore_rds_instance_from_snapshot(aws, dr_sources.rds_snapshot, target, **kw)
-    )
-    assert [w.action for w in writes] == ["RestoreDBInstanceFromDBSnapshot"]
-    check = verify_rds_restore(aws, target, dr_sources.rds_snapshot, poll_seconds=0.2)
-    assert check.passed and check.found["engine"] == "postgres", check
-    assert check.found["allocated_storage_gib"] == 20
-    assert dr_sources.fingerprint() == before
-    with pytest.raises(NotFoundError, match="DBSnapshotNotFound"):
-        restore_rds_instance_from_snapshot(aws, "no-such-snapshot", scratch())
+@dataclass(frozen=True)
+class SnapshotKind:
+    """How to seed, restore into scratch, check, clean up and list one kind of snapshot."""
+
+    seed: Callable[[DrSources], None]
+    snapshot: Callable[[DrSources], str]
+    restore: Callable[..., Any]
+    restore_action: str
+    verify: Callable[..., Any]
+    found: Callable[[DrSources], dict[str, Any]]
+    """What the restore check finds on the restored resource, all of it."""
+    delete_scratch: Callable[..., Any]
+    listed: Callable[[DrSources], list[str]]
+    source: Callable[[DrSources], str]
 
 
-def test_delete_rds_scratch_instances_second_run_and_dry_run_send_no_writes(
-    recording_proxies, dr_sources: DrSources
-) -> None:
-    aws = recording_proxies.aws()
-    dr_sources.seed_rds()
-    target = scratch()
-    restore_rds_instance_from_snapshot(aws, dr_sources.rds_snapshot, target)
-    recording_proxies.assert_idempotent_at_the_wire(
-        lambda **kw: delete_rds_scratch_instances(aws, target, **kw), first="deleted"
-    )
-    assert dr_sources.scratch_left()["rds"] == []
-    remaining = boto(dr_sources.moto, "rds").describe_db_instances()["DBInstances"]
-    assert [i["DBInstanceIdentifier"] for i in remaining] == [dr_sources.rds_instance]
-
-
-def test_restore_ebs_volume_from_snapshot_second_run_and_dry_run_send_no_writes(
-    recording_proxies, dr_sources: DrSources
-) -> None:
-    aws = recording_proxies.aws()
-    dr_sources.seed_ebs()
-    before = dr_sources.fingerprint()
-    target = scratch()
-    writes = recording_proxies.assert_idempotent_at_the_wire(
-        lambda **kw: restore_ebs_volume_from_snapshot(aws, dr_sources.ebs_snapshot, target, **kw)
-    )
-    assert [w.action for w in writes] == ["CreateVolume"]
-    check = verify_ebs_restore(aws, target, dr_sources.ebs_snapshot, poll_seconds=0.2)
-    assert check.passed and check.found == {
+def rds_snapshot_facts(sources: DrSources) -> dict[str, Any]:
+    (snapshot,) = boto(sources.moto, "rds").describe_db_snapshots(
+        DBSnapshotIdentifier=sources.rds_snapshot
+    )["DBSnapshots"]
+    return {
+        "status": "available",
+        "engine": "postgres",
+        "engine_version": snapshot["EngineVersion"],
+        "allocated_storage_gib": 20,
         "encrypted": False,
-        "size_gib": 8,
-        "snapshot_id": dr_sources.ebs_snapshot,
-        "state": "available",
     }
-    assert dr_sources.fingerprint() == before
 
 
-def test_delete_ebs_scratch_volumes_second_run_and_dry_run_send_no_writes(
-    recording_proxies, dr_sources: DrSources
+SNAPSHOT_KINDS = {
+    "rds": SnapshotKind(
+        DrSources.seed_rds,
+        lambda sources: sources.rds_snapshot,
+        restore_rds_instance_from_snapshot,
+        "RestoreDBInstanceFromDBSnapshot",
+        verify_rds_restore,
+        rds_snapshot_facts,
+        delete_rds_scratch_instances,
+        lambda sources: [
+            i["DBInstanceIdentifier"]
+            for i in boto(sources.moto, "rds").describe_db_instances()["DBInstances"]
+        ],
+        lambda sources: sources.rds_instance,
+    ),
+    "ebs": SnapshotKind(
+        DrSources.seed_ebs,
+        lambda sources: sources.ebs_snapshot,
+        restore_ebs_volume_from_snapshot,
+        "CreateVolume",
+        verify_ebs_restore,
+        lambda sources: {
+            "encrypted": False,
+            "size_gib": 8,
+            "snapshot_id": sources.ebs_snapshot,
+            "state": "available",
+        },
+        delete_ebs_scratch_volumes,
+        lambda sources: [
+            v["VolumeId"] for v in boto(sources.moto, "ec2").describe_volumes()["Volumes"]
+        ],
+        lambda sources: sources.ebs_volume,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SNAPSHOT_KINDS))
+def test_restore_from_snapshot_second_run_and_dry_run_send_no_writes(
+    kind: str, recording_proxies, dr_sources: DrSources
 ) -> None:
-    aws = recording_proxies.aws()
-    dr_sources.seed_ebs()
+    aws, backup = recording_proxies.aws(), SNAPSHOT_KINDS[kind]
+    backup.seed(dr_sources)
+    before = dr_sources.fingerprint()
     target = scratch()
-    restore_ebs_volume_from_snapshot(aws, dr_sources.ebs_snapshot, target)
-    recording_proxies.assert_idempotent_at_the_wire(
-        lambda **kw: delete_ebs_scratch_volumes(aws, target, **kw), first="deleted"
+    writes = recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: backup.restore(aws, backup.snapshot(dr_sources), target, **kw)
     )
-    assert dr_sources.scratch_left()["ebs"] == []
-    volumes = boto(dr_sources.moto, "ec2").describe_volumes()["Volumes"]
-    assert [v["VolumeId"] for v in volumes] == [dr_sources.ebs_volume]
+    assert [w.action for w in writes] == [backup.restore_action]
+    check = backup.verify(aws, target, backup.snapshot(dr_sources), poll_seconds=0.2)
+    assert check.passed and check.found == backup.found(dr_sources), check
+    assert dr_sources.fingerprint() == before
+    if kind == "rds":
+        with pytest.raises(NotFoundError, match="DBSnapshotNotFound"):
+            restore_rds_instance_from_snapshot(aws, "no-such-snapshot", scratch())
+
+
+@pytest.mark.parametrize("kind", sorted(SNAPSHOT_KINDS))
+def test_delete_snapshot_scratch_second_run_and_dry_run_send_no_writes(
+    kind: str, recording_proxies, dr_sources: DrSources
+) -> None:
+    aws, backup = recording_proxies.aws(), SNAPSHOT_KINDS[kind]
+    backup.seed(dr_sources)
+    target = scratch()
+    backup.restore(aws, backup.snapshot(dr_sources), target)
+    recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: backup.delete_scratch(aws, target, **kw), first="deleted"
+    )
+    assert dr_sources.scratch_left()[kind] == []
+    assert backup.listed(dr_sources) == [backup.source(dr_sources)]
 
 
 def test_backup_recovery_point_check_reads_what_backup_reports(
