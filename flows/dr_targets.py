@@ -28,9 +28,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -139,6 +139,14 @@ class _Target(BaseModel):
         raise NotImplementedError
 
 
+class ObjectRestoreJobs(NamedTuple):
+    """The restore-test jobs of an object store: S3's or Cloud Storage's."""
+
+    restore: Callable[..., Change]
+    verify: Callable[..., RestoreCheck]
+    delete_scratch: Callable[..., Change]
+
+
 class _ObjectVersionsTarget(_Target):
     """What S3 and GCS targets share: the objects under a prefix of a versioned bucket."""
 
@@ -149,6 +157,30 @@ class _ObjectVersionsTarget(_Target):
         description="Key of the object's own metadata (S3 user metadata, GCS custom "
         "metadata) holding the writer's hex SHA-256.",
     )
+
+    def object_jobs(self) -> ObjectRestoreJobs:
+        """The jobs that restore, check and clean up this store's objects."""
+        raise NotImplementedError
+
+    def located(self, point: RecoveryPoint) -> tuple[str, str | int]:
+        """The object's name and version (S3 version id, GCS generation) of a point."""
+        raise NotImplementedError
+
+    @override
+    def restore(self, point: RecoveryPoint, scratch: str) -> Change | None:
+        name, version = self.located(point)
+        return self.object_jobs().restore(self.connection, self.bucket, name, version, scratch)
+
+    @override
+    def verify(self, point: RecoveryPoint, scratch: str) -> RestoreCheck:
+        name, version = self.located(point)
+        return self.object_jobs().verify(
+            self.connection, self.bucket, name, version, scratch, self.checksum_metadata_key
+        )
+
+    @override
+    def delete_scratch(self, prefix: str, created_before: datetime | None = None) -> Change | None:
+        return self.object_jobs().delete_scratch(self.connection, prefix, created_before)
 
 
 class S3VersionsTarget(_ObjectVersionsTarget):
@@ -179,20 +211,14 @@ class S3VersionsTarget(_ObjectVersionsTarget):
         )
 
     @override
-    def restore(self, point: RecoveryPoint, scratch: str) -> Change | None:
-        key, version = str(point.locator["key"]), str(point.locator["version_id"])
-        return restore_s3_object_version(self.connection, self.bucket, key, version, scratch)
+    def located(self, point: RecoveryPoint) -> tuple[str, str | int]:
+        return str(point.locator["key"]), str(point.locator["version_id"])
 
     @override
-    def verify(self, point: RecoveryPoint, scratch: str) -> RestoreCheck:
-        key, version = str(point.locator["key"]), str(point.locator["version_id"])
-        return verify_s3_restore(
-            self.connection, self.bucket, key, version, scratch, self.checksum_metadata_key
+    def object_jobs(self) -> ObjectRestoreJobs:
+        return ObjectRestoreJobs(
+            restore_s3_object_version, verify_s3_restore, delete_s3_scratch_buckets
         )
-
-    @override
-    def delete_scratch(self, prefix: str, created_before: datetime | None = None) -> Change | None:
-        return delete_s3_scratch_buckets(self.connection, prefix, created_before)
 
 
 class GcsGenerationsTarget(_ObjectVersionsTarget):
@@ -226,22 +252,14 @@ class GcsGenerationsTarget(_ObjectVersionsTarget):
         )
 
     @override
-    def restore(self, point: RecoveryPoint, scratch: str) -> Change | None:
-        name, generation = str(point.locator["name"]), int(point.locator["generation"])
-        return restore_gcs_object_generation(
-            self.connection, self.bucket, name, generation, scratch
-        )
+    def located(self, point: RecoveryPoint) -> tuple[str, str | int]:
+        return str(point.locator["name"]), int(point.locator["generation"])
 
     @override
-    def verify(self, point: RecoveryPoint, scratch: str) -> RestoreCheck:
-        name, generation = str(point.locator["name"]), int(point.locator["generation"])
-        return verify_gcs_restore(
-            self.connection, self.bucket, name, generation, scratch, self.checksum_metadata_key
+    def object_jobs(self) -> ObjectRestoreJobs:
+        return ObjectRestoreJobs(
+            restore_gcs_object_generation, verify_gcs_restore, delete_gcs_scratch_buckets
         )
-
-    @override
-    def delete_scratch(self, prefix: str, created_before: datetime | None = None) -> Change | None:
-        return delete_gcs_scratch_buckets(self.connection, prefix, created_before)
 
 
 class VaultKvTarget(_Target):
