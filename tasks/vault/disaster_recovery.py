@@ -26,6 +26,7 @@ from tasks.vault.session import (
     _check_key,
     _check_path,
     _converge,
+    _current_secret,
     _kv_v2,
     _read_current,
     _target,
@@ -386,8 +387,7 @@ def set_kv_secret_keys(
         _check_key(resource, "key", key)
         if not isinstance(value, str) or not value:
             raise InvalidInputError(resource, f"the value of {key} must be non-empty text")
-    with _kv_v2(block, resource) as kv:
-        current = _read_current(kv, block.kv_mount, path, resource)
+    with _current_secret(block, path, resource) as (kv, current):
         if current.data is None:
             raise NotFoundError(
                 resource, "the secret does not exist; a failover repoints, never creates"

@@ -26,9 +26,9 @@ from magicflow import (
 from tasks.vault.session import (
     _check_key,
     _converge,
+    _current_secret,
     _kv_v2,
     _plain_values,
-    _read_current,
     _target,
     _translated,
     _unchanged,
@@ -111,8 +111,7 @@ def ensure_kv_secret(
     if policy not in ("overwrite", "create_only"):
         raise InvalidInputError(resource, f"policy {policy!r} is not overwrite or create_only")
     wanted = _plain_values(resource, data)
-    with _kv_v2(block, resource) as kv:
-        current = _read_current(kv, block.kv_mount, path, resource)
+    with _current_secret(block, path, resource) as (kv, current):
         if policy == "create_only" and current.data is not None:
             return _unchanged(resource, dry_run, version=current.version, policy=policy)
         return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
@@ -174,8 +173,7 @@ def ensure_generated_kv_secret(
     """
     block, resource = _target(vault, path)
     _check_generated(resource, key, length)
-    with _kv_v2(block, resource) as kv:
-        current = _read_current(kv, block.kv_mount, path, resource)
+    with _current_secret(block, path, resource) as (kv, current):
         if current.data is not None:
             if key not in current.data:
                 raise ConflictError(
@@ -289,8 +287,7 @@ def rotate_generated_kv_secret(
     """
     block, resource = _target(vault, path)
     _check_generated(resource, key, length)
-    with _kv_v2(block, resource) as kv:
-        current = _read_current(kv, block.kv_mount, path, resource)
+    with _current_secret(block, path, resource) as (kv, current):
         wanted = {**(current.data or {}), key: _generated_value(length)}
         return _converge(kv, block.kv_mount, path, resource, current, wanted, dry_run)
 
@@ -327,8 +324,7 @@ def delete_kv_secret(vault: VaultConnection | str, path: str, dry_run: bool = Fa
         ```
     """
     block, resource = _target(vault, path)
-    with _kv_v2(block, resource) as kv:
-        current = _read_current(kv, block.kv_mount, path, resource)
+    with _current_secret(block, path, resource) as (kv, current):
         if current.version == 0:
             return _unchanged(resource, dry_run, absent=True)
         if not dry_run:

@@ -160,6 +160,15 @@ def _kv_v2(block: VaultConnection, resource: str) -> Iterator[Any]:
         client.adapter.close()
 
 
+@contextmanager
+def _current_secret(
+    block: VaultConnection, path: str, resource: str
+) -> Iterator[tuple[Any, _Current]]:
+    """The KV v2 API of an authenticated client and the secret as it is now, read once."""
+    with _kv_v2(block, resource) as kv:
+        yield kv, _read_current(kv, block.kv_mount, path, resource)
+
+
 def _read_current(kv: Any, mount: str, path: str, resource: str) -> _Current:
     with _translated(resource, "reading"):
         response = _unless_absent(
