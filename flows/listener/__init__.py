@@ -12,6 +12,7 @@ after what a request passes through, in order:
   (original, masked copy, or metadata only).
 - `flows.listener.offsets`: which offset of a partition is safe to commit.
 - `flows.listener.failures`: retry, wait out a Prefect outage, or refuse.
+- `flows.listener.retries`: the retries themselves (backoff, the outage pause).
 - `flows.listener.loop`: `RequestListener`, the consume-dispatch-commit loop.
 - `flows.listener.metrics`: its Prometheus metrics (a registry per listener) and
   the ``/metrics`` and ``/healthz`` endpoint.

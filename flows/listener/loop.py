@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -47,7 +46,7 @@ from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from blocks.kafka import KafkaConnection
 from flows.listener.dead_letters import CONTENT_HEADER, HEADROOM_BYTES, dead_letter
-from flows.listener.failures import PrefectFailure, is_transient, prefect_failure
+from flows.listener.failures import is_transient
 from flows.listener.metrics import (
     DEFAULT_HEALTHY_POLL_AGE_SECONDS,
     DeadLetterReason,
@@ -66,6 +65,7 @@ from flows.listener.requests import (
     Rejection,
     check_request,
 )
+from flows.listener.retries import Abandoned, ListenerRetries, Refused
 from flows.listener.runs import RequestRuns, deployment_name_of, hash_of_run
 from flows.registry import Registry
 from magicflow.messages import (
@@ -73,7 +73,6 @@ from magicflow.messages import (
     RunState,
     WorkflowStatus,
     publish_status,
-    reason_for,
 )
 
 T = TypeVar("T")
@@ -88,10 +87,6 @@ PUBLISH_ATTEMPT_SECONDS = 10.0
 KAFKA_DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 TOPIC_LIST_MAX_AGE_SECONDS = 2.0
 """How stale the list of existing topics may be when a reply topic is not on it."""
-
-
-class _Abandoned(Exception):
-    """A message given up because the listener stops mid-retry: not committed, redelivered."""
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
@@ -169,18 +164,18 @@ class RequestListener:
         self.max_request_bytes = max(
             KAFKA_DEFAULT_MAX_REQUEST_BYTES, max_message_bytes + 2 * HEADROOM_BYTES
         )
+        self._stopping = asyncio.Event()
         self.metrics = ListenerMetrics()
+        self._retries = ListenerRetries(self.metrics, self.logger, self._stopping, max_backoff)
         self.metrics.in_flight.set_function(lambda: len(self._tasks))
         self.metrics_port = metrics_port
         self.healthy_poll_age = healthy_poll_age
         self._metrics_server: MetricsServer | None = None
         self._last_poll: float | None = None
         self._undeployed: set[str] = set()
-        self._stopping = asyncio.Event()
         self._progress: dict[TopicPartition, PartitionProgress] = {}
         self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self._outages = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._runs: RequestRuns | None = None
@@ -220,7 +215,7 @@ class RequestListener:
     @property
     def paused(self) -> bool:
         """True while Prefect is out and no new request is fetched."""
-        return self._outages > 0
+        return self._retries.paused
 
     @property
     def assigned_partitions(self) -> frozenset[TopicPartition]:
@@ -265,7 +260,7 @@ class RequestListener:
                     await self._start("the Kafka consumer", self._consumer.start)
                     self.logger.info("Kafka listener consuming %s", self.kafka.requests_topic)
                     await self._consume(self._consumer)
-                except _Abandoned:
+                except Abandoned:
                     pass  # stopped before it could start
                 finally:
                     await self._drain()
@@ -283,7 +278,7 @@ class RequestListener:
         """
         runs = self._require(self._runs)
         for workflow in self.registry:
-            if await self._prefect(
+            if await self._retries.prefect(
                 f"looking up deployment {workflow.deployment}",
                 functools.partial(runs.deployment_exists, workflow.deployment),
             ):
@@ -315,7 +310,7 @@ class RequestListener:
         )
 
     async def _start(self, what: str, start: Callable[[], Awaitable[None]]) -> None:
-        await self._with_retries(f"starting {what}", start)
+        await self._retries.kafka(f"starting {what}", start)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         last_logged = 0
@@ -336,7 +331,7 @@ class RequestListener:
                     self.logger.warning(
                         "Fetching requests failed (%s); retrying", type(error).__name__
                     )
-                    await self._backoff(1.0)
+                    await self._retries.backoff(1.0)
                     continue
                 self._polled()
                 for partition, records in batch.items():
@@ -398,7 +393,7 @@ class RequestListener:
             else:
                 async with self._one_at_a_time(outcome.request.id):
                     await self._dispatch(record, outcome, received_at)
-        except (asyncio.CancelledError, _Abandoned):
+        except (asyncio.CancelledError, Abandoned):
             raise
         except Exception as error:
             # A bug must not block the partition: park the message for a replay.
@@ -416,7 +411,7 @@ class RequestListener:
             )
             try:
                 await self._dead_letter(record, rejection)
-            except _Abandoned:
+            except Abandoned:
                 raise
             except Exception as second:
                 # Never leave the offset unfinished: the partition's commits would stop here.
@@ -443,7 +438,7 @@ class RequestListener:
     async def _dispatch(self, record: Record, plan: Dispatch, received_at: float) -> None:
         try:
             await self._dispatch_once(record, plan, received_at)
-        except _Refused as refused:
+        except Refused as refused:
             await self._dead_letter(record, plan.rejection(refused.reason, refused.kind))
 
     async def _reply_topic_exists(self, topic: str) -> bool:
@@ -454,9 +449,9 @@ class RequestListener:
         ):
             if self._admin is None:
                 self._admin = AIOKafkaAdminClient(**self.kafka.client_options())
-                await self._with_retries("starting the Kafka admin client", self._admin.start)
+                await self._retries.kafka("starting the Kafka admin client", self._admin.start)
             admin = self._admin
-            self._topics = set(await self._with_retries("listing topics", admin.list_topics))
+            self._topics = set(await self._retries.kafka("listing topics", admin.list_topics))
             self._topics_listed_at = loop.time()
         return topic in self._topics
 
@@ -475,7 +470,7 @@ class RequestListener:
             await self._dead_letter(record, rejection)
             return
         topic = request.reply_topic or self.kafka.status_topic
-        existing = await self._prefect(
+        existing = await self._retries.prefect(
             f"looking up request {request.id}", lambda: runs.find(request.id)
         )
         if existing is not None:
@@ -484,7 +479,7 @@ class RequestListener:
         await self._require_deployed(plan)
         accepted = WorkflowStatus.for_request(request, RunState.ACCEPTED, seq=ACCEPTED_SEQ)
         await self._publish(accepted, topic)
-        flow_run = await self._prefect(
+        flow_run = await self._retries.prefect(
             f"dispatching {plan.workflow.deployment}", lambda: runs.create(plan)
         )
         if hash_of_run(flow_run) != request.request_hash:
@@ -507,20 +502,20 @@ class RequestListener:
         deployment that vanishes after the start is a redeploy in progress: an outage.)
 
         Raises:
-            _Refused: The deployment still does not exist.
+            Refused: The deployment still does not exist.
         """
         workflow = plan.workflow
         if workflow.name not in self._undeployed:
             return
         runs = self._require(self._runs)
-        if await self._prefect(
+        if await self._retries.prefect(
             f"looking up deployment {workflow.deployment}",
             lambda: runs.deployment_exists(workflow.deployment),
         ):
             self._undeployed.discard(workflow.name)
             self.logger.info("Workflow %r is deployed now (%s)", workflow.name, workflow.deployment)
             return
-        raise _Refused(
+        raise Refused(
             f"not deployed: workflow {workflow.name} has no deployment {workflow.deployment}; "
             f"deploy it with `prefect deploy --name {deployment_name_of(workflow.deployment)}`",
             DeadLetterReason.NOT_DEPLOYED,
@@ -541,7 +536,7 @@ class RequestListener:
             return
         self.metrics.duplicates.inc()
         runs = self._require(self._runs)
-        status = await self._prefect(
+        status = await self._retries.prefect(
             f"reading flow run {flow_run.id}", lambda: runs.status(flow_run, request.workflow)
         )
         self.logger.info(
@@ -552,54 +547,6 @@ class RequestListener:
             status.state.value,
         )
         await self._publish(status, topic)
-
-    async def _prefect(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Calls Prefect until it answers; an outage pauses consumption meanwhile.
-
-        Raises:
-            _Refused: Prefect refused the request itself (it is dead-lettered).
-            _Abandoned: The listener stops while the call is being retried.
-        """
-        delay = 0.25
-        in_outage = False
-        try:
-            while True:
-                try:
-                    return await call()
-                except Exception as error:
-                    self.metrics.errors.labels(system="prefect").inc()
-                    failure = prefect_failure(error)
-                    if failure is PrefectFailure.REFUSED:
-                        raise _Refused(_refusal_reason(what, error)) from None
-                    self.metrics.retries.labels(system="prefect").inc()
-                    if failure is PrefectFailure.OUTAGE and not in_outage:
-                        in_outage = True
-                        self._outage_began(what, error)
-                    elif failure is PrefectFailure.TRANSIENT:
-                        self.logger.warning(
-                            "%s failed (%s); retrying in %.1fs", what, reason_for(error), delay
-                        )
-                    await self._backoff(delay)
-                    delay = min(delay * 2, self.max_backoff)
-        finally:
-            if in_outage:
-                self._outage_ended(what)
-
-    def _outage_began(self, what: str, error: BaseException) -> None:
-        self._outages += 1
-        if self._outages == 1:
-            self.logger.error(
-                "PREFECT OUTAGE: %s failed (%s). Consumption is paused and retried with "
-                "backoff until Prefect answers: check the API key, the API URL and that the "
-                "registered workflows are deployed. No request is dead-lettered for it.",
-                what,
-                _refusal_reason(what, error),
-            )
-
-    def _outage_ended(self, what: str) -> None:
-        self._outages -= 1
-        if self._outages == 0 and not self.stopping:
-            self.logger.warning("Prefect answers again (%s): consumption resumed", what)
 
     async def _dead_letter(self, record: Record, rejection: Rejection) -> None:
         """Sends the dead letter (metadata only when the copy is refused), then the status.
@@ -619,10 +566,10 @@ class RequestListener:
                 )
 
             try:
-                await self._with_retries("dead-lettering a request", send)
+                await self._retries.kafka("dead-lettering a request", send)
                 sent = dict(headers)[CONTENT_HEADER].decode()
                 break
-            except _Abandoned:
+            except Abandoned:
                 raise
             except Exception as error:
                 self.logger.error(
@@ -676,43 +623,9 @@ class RequestListener:
                     )
                     return False
                 self.metrics.retries.labels(system="kafka").inc()
-                with contextlib.suppress(_Abandoned):
-                    await self._backoff(0.25 * 2**attempt)
+                with contextlib.suppress(Abandoned):
+                    await self._retries.backoff(0.25 * 2**attempt)
         return False
-
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Calls until it succeeds or fails permanently, backing off with jitter.
-
-        Raises:
-            _Abandoned: The listener stops while the call is being retried.
-        """
-        delay = 0.25
-        while True:
-            try:
-                return await call()
-            except Exception as error:
-                self.metrics.errors.labels(system="kafka").inc()
-                if not is_transient(error):
-                    raise
-                self.metrics.retries.labels(system="kafka").inc()
-                self.logger.warning(
-                    "%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay
-                )
-                await self._backoff(delay)
-                delay = min(delay * 2, self.max_backoff)
-
-    async def _backoff(self, delay: float) -> None:
-        """Waits ``delay`` (with jitter), or less when the listener is stopped meanwhile.
-
-        Raises:
-            _Abandoned: The listener is stopping.
-        """
-        if not self.stopping:
-            jittered = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), jittered)
-        if self.stopping:
-            raise _Abandoned
 
     async def _commit(self, partitions: set[TopicPartition] | None = None) -> None:
         offsets = {
@@ -762,25 +675,6 @@ class RequestListener:
     def _describe_counts(self) -> str:
         counts = " ".join(f"{name}={n}" for name, n in self.counts.model_dump().items())
         return f"{counts} in_flight={len(self._tasks)}"
-
-
-class _Refused(Exception):
-    """Prefect refused a run because of the request itself, or its workflow is not deployed."""
-
-    def __init__(self, reason: str, kind: str = DeadLetterReason.REFUSED_BY_PREFECT) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-
-def _refusal_reason(what: str, error: BaseException) -> str:
-    """Why a Prefect call failed, without echoing the request back."""
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    if status is not None:
-        return f"{what}: Prefect answered HTTP {status}"
-    if type(error).__name__ == "ObjectNotFound":
-        return f"{what}: not found"
-    return f"{what}: {type(error).__name__}"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""``import magicflow`` stays light: no cloud SDK is loaded by the contract, the CLI or blocks."""
+"""``import magicflow`` and ``import tasks`` stay light: no SDK loads until something needs it."""
 
 import json
 import subprocess
@@ -37,6 +37,15 @@ def test_the_contract_the_cli_and_blocks_import_no_cloud_sdk() -> None:
 def test_a_block_loads_only_its_own_sdk() -> None:
     loaded = modules_after("from blocks import VaultConnection")
     assert "hvac" in loaded  # the check can see an SDK when one is loaded
+    assert not loaded & (set(CLOUD_SDKS) - {"hvac"}), sorted(loaded & set(CLOUD_SDKS))
+
+
+def test_import_tasks_loads_no_sdk_and_a_job_loads_only_its_own() -> None:
+    loaded = modules_after("import tasks\nassert 'ensure_kv_secret' in tasks.__all__")
+    assert "tasks" in loaded
+    assert not loaded & {"prefect", *CLOUD_SDKS}, sorted(loaded & {"prefect", *CLOUD_SDKS})
+    loaded = modules_after("from tasks import ensure_kv_secret")
+    assert "hvac" in loaded and "prefect" in loaded  # the check sees what a job loads
     assert not loaded & (set(CLOUD_SDKS) - {"hvac"}), sorted(loaded & set(CLOUD_SDKS))
 
 
