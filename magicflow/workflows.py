@@ -95,7 +95,8 @@ _HOOK_OPTIONS = ("on_running", "on_completion", "on_failure", "on_crashed", "on_
 DRY_RUN_PARAMETER = "dry_run"
 """The workflow parameter that makes a run plan without writing."""
 
-_statuses_off_reported = False
+_statuses_off_reported: set[str] = set()
+"""Kafka block names already reported missing in this process (INFO once per name)."""
 _EXCEPTION_TYPE_IN_MESSAGE = re.compile(r"encountered an exception: ([A-Za-z_][\w.]*)")
 
 
@@ -224,13 +225,12 @@ async def load_kafka_connection(
     run_logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> KafkaConnection | None:
     """The configured Kafka block, or None (statuses off) when it is not saved."""
-    global _statuses_off_reported
     name = os.environ.get(KAFKA_BLOCK_ENV) or DEFAULT_KAFKA_BLOCK
     try:
         return cast(KafkaConnection, await KafkaConnection.aload(name))
     except ValueError:  # Prefect's answer for "no block document with this name"
-        level = logging.DEBUG if _statuses_off_reported else logging.INFO
-        _statuses_off_reported = True
+        level = logging.DEBUG if name in _statuses_off_reported else logging.INFO
+        _statuses_off_reported.add(name)
         run_logger.log(
             level,
             "No KafkaConnection block named %r (set %s): run statuses are not published.",
