@@ -21,11 +21,18 @@ What Prefect keeps for the composition (Prefect is the only state store):
   task runs are submitted and unfinished at any time; its progress is a progress
   artifact (``done/total``).
 - Pause, resume and cancel (`magicflow compose pause|resume|cancel RUN`, the API in
-  `magicflow.compose_control`, or the Prefect Variable ``compose-control-<run id>``
-  edited in the UI): the composition reads its control between steps; ``pause``
-  calls Prefect's `pause_flow_run` (the UI's Resume button resumes it), ``cancel``
-  stops the steps not started, runs the error callbacks with reason ``cancelled``
-  and ends the run Cancelled.
+  `flows.compose_control`, or the Prefect Variable ``compose-control-<run id>``
+  edited in the UI): the composition reads its control between steps (a swarm,
+  between items); ``pause`` calls Prefect's `pause_flow_run` (the UI's Resume button
+  resumes it), ``cancel`` stops the steps not started, runs the error callbacks with
+  reason ``cancelled`` and ends the run Cancelled.
+- Prefect's own Cancel (the UI's button, ``prefect flow-run cancel``, the API setting
+  the run Cancelling) stops the run's process at once; the flow's ``on_cancellation``
+  hook then runs, in a flow run of its own (``compose-cancelled``), the error
+  callbacks of the nodes that had not finished, with reason ``cancelled``.
+- An open swarm (``Swarm(open=True)``) takes signatures fed as Prefect flow-run
+  inputs (`SwarmFeed`, sent by `flows.compose_control.feed_swarm` or
+  ``magicflow compose feed``) until a ``close`` input arrives.
 
 Example:
     ```python
@@ -53,6 +60,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
+from prefect.input import RunInput
 from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.variables import Variable
@@ -86,6 +94,11 @@ PAUSE_POLL_SECONDS = 1
 PROGRESS_UPDATE_SECONDS = 1.0
 """A swarm's progress artifact is updated at most this often, and when it ends."""
 
+FEED_KEY_PREFIX = "compose-swarm-feed"
+"""Flow-run inputs with keys starting so feed (or close) a composition's open swarm."""
+FEED_READ_SECONDS = 0.5
+"""An open swarm reads its feed this often."""
+
 ROOT = "(root)"
 """How a composition's root node is named in step lists and payloads."""
 
@@ -103,6 +116,43 @@ class CompositionCancelledError(MagicFlowError):
 
 class SwarmFailedError(CompositionFailedError):
     """A swarm's failure budget ran out (or an item failed with no budget set)."""
+
+
+class SwarmFeed(RunInput):
+    """A flow-run input to a composition's open swarm: more signatures, or the close.
+
+    Example:
+        ```python
+        from prefect.input import send_input
+
+        feed = SwarmFeed(items=[sign("add", x=1)])
+        send_input(feed, flow_run_id=run_id, key_prefix=FEED_KEY_PREFIX)
+        ```
+    """
+
+    items: list[Signature] = Field(default_factory=list)
+    close: bool = False
+
+
+def open_swarm_of(composition: Any) -> Swarm | None:
+    """The open swarm of a composition (a node or its JSON), if it has one.
+
+    Raises:
+        ValueError: ``composition`` is not a composition.
+    """
+    from pydantic import TypeAdapter
+
+    from flows.composition import Node
+
+    node: Signature | Chain | Swarm = TypeAdapter(Node).validate_python(composition)
+    pending: list[Signature | Chain | Swarm] = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Swarm) and node.open:
+            return node
+        if isinstance(node, Chain):
+            pending.extend(node.steps)
+    return None
 
 
 class CallbackFailure(BaseModel):
@@ -238,7 +288,7 @@ class CompositionRun:
             _StepFailed: The node failed (after its error callbacks ran).
             CompositionCancelledError: The run was cancelled (after the error callbacks).
         """
-        if node.when is not None and not node.when.holds(self.named):
+        if node.when is not None and not self.condition_holds(node, path):
             self.steps[path or ROOT] = "skipped"
             get_run_logger().info("Skipping %s: its condition does not hold", path or ROOT)
             return previous
@@ -260,6 +310,27 @@ class CompositionRun:
             self.named[node.step] = result
         self.callbacks(node.on_success, path, "on_success", result)
         return result
+
+    def condition_holds(self, node: Signature | Chain | Swarm, path: str) -> bool:
+        """Evaluates a node's ``when``; a field missing from the result fails the node.
+
+        Raises:
+            _StepFailed: The field is not in the result, or the types do not compare
+                (after the node's error callbacks ran).
+        """
+        when = node.when
+        if when is None:
+            return True
+        try:
+            return when.holds(self.named)
+        except InvalidCompositionError as error:
+            self.steps[path or ROOT] = "failed"
+            named = InvalidCompositionError(
+                join_path(path, "when.field"), f"{when.field}: {error.cause}"
+            )
+            failed = _StepFailed(path or ROOT, getattr(node, "target", None), None, named)
+            self.callbacks(node.on_error, path, "on_error", self.payload("failed", failed))
+            raise failed from None
 
     @staticmethod
     def payload(
@@ -321,10 +392,51 @@ class CompositionRun:
             _STEP_NAME.reset(keys[1])
 
     def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
-        """Runs a swarm's items, fed at once, and returns their results in order."""
+        """Runs a swarm's items and returns their results in order.
+
+        An open swarm also runs what is fed to it as flow-run inputs (`SwarmFeed`),
+        in the order sent, until a close arrives (or the run is cancelled). A
+        resumed or retried run reads every input again: the items keep their paths,
+        so the finished ones are not run again.
+        """
         running = OpenSwarm(self, node, path, previous)
         running.feed(*node.items, checked=True)  # the whole tree was checked at the start
+        if node.open:
+            self.read_feed(running)
         return running.close()
+
+    def read_feed(self, running: OpenSwarm) -> None:
+        """Feeds the open swarm from its flow-run inputs until it is closed or stopped."""
+        from prefect import get_client
+
+        seen: set[str] = set()
+        logger = get_run_logger()
+        with get_client(sync_client=True) as client:
+            while not running.stop_feeding():
+                try:
+                    inputs = client.filter_flow_run_input(
+                        flow_run_id=self.flow_run_id,
+                        key_prefix=FEED_KEY_PREFIX,
+                        limit=100,
+                        exclude_keys=seen,
+                    )
+                except Exception as error:  # an API hiccup: try again
+                    logger.warning("Could not read the swarm's feed: %s", reason_for(error))
+                    inputs = []
+                for flow_run_input in inputs:  # oldest first
+                    seen.add(flow_run_input.key)
+                    try:
+                        fed = SwarmFeed.load_from_flow_run_input(flow_run_input)
+                    except Exception as error:  # anyone who can reach the API may be hostile
+                        logger.error(
+                            "Refused the swarm feed %s: %s", flow_run_input.key, reason_for(error)
+                        )
+                        continue
+                    running.feed_checking(*fed.items)
+                    if fed.close:
+                        return
+                if not inputs:
+                    time.sleep(FEED_READ_SECONDS)
 
     def callbacks(self, callbacks: list[Signature], path: str, label: str, payload: Any) -> None:
         """Runs callbacks in order; a failing one is recorded and logged, never raised."""
@@ -400,6 +512,11 @@ class OpenSwarm:
                 self._watched_control = self.run.control()
             except Exception as error:  # an API hiccup: keep the last answer, try again
                 get_run_logger().warning("Could not read the control: %s", reason_for(error))
+            if self._watched_control == "cancel" and self._stopped is None:
+                # Cancel needs no pause point: no item starts from now on.
+                where = f"cancelled before {join_path(self.path, 'items')}[{self._next}]"
+                self._stopped = CompositionCancelledError("composition", where)
+                self._update_progress(force=True)
             self._done_watching.wait(CONTROL_READ_SECONDS)
 
     def feed(self, *items: Signature, checked: bool = False) -> None:
@@ -420,6 +537,35 @@ class OpenSwarm:
             self.items.extend(items)
             self.results.extend([None] * len(items))
             self._changed.notify_all()
+
+    def feed_checking(self, *items: Signature) -> None:
+        """Adds signatures from outside the run; one that does not check is a failed item.
+
+        Args:
+            *items: The signatures.
+        """
+        for item in items:
+            try:
+                check_composition(item, self.run.registry, self.run.dry_run)
+            except InvalidCompositionError as error:
+                get_run_logger().error("Refused a fed item: %s", error)
+                with self._changed:
+                    index = len(self.items)
+                    self.errors[index] = error
+                    self.outcome[index] = "failed"
+                self.feed(item, checked=True)
+            else:
+                self.feed(item, checked=True)
+
+    def stop_feeding(self) -> bool:
+        """Whether an open swarm should stop waiting for its feed: cancelled or budget spent."""
+        if self._stopped is None and self._budget_spent():
+            self._stopped = SwarmFailedError(f"swarm:{self.path or ROOT}", "failure budget spent")
+        if self._stopped is None and self._watched_control == "cancel":
+            self._stopped = CompositionCancelledError(
+                "composition", f"cancelled while {self.path or ROOT} waited for its feed"
+            )
+        return self._stopped is not None
 
     def close(self) -> list[Any]:
         """Stops the feeding, waits until every item finished or was cancelled.
@@ -474,14 +620,13 @@ class OpenSwarm:
         values = list(self.outcome.values())
         done, failed = values.count("completed"), values.count("failed")
         started = len(self.futures)
-        cancelled = (
-            len(self.items) - started if self._stopped is not None or self._closed_drained else 0
-        )
+        never_started = len(self.items) - len(set(self.futures) | set(self.outcome))
+        cancelled = never_started if self._stopped is not None or self._closed_drained else 0
         return {
             "done": done,
             "failed": failed,
             "cancelled": cancelled,
-            "running": started - len(values),
+            "running": started - len(set(self.futures) & set(self.outcome)),
         }
 
     @property
@@ -500,6 +645,9 @@ class OpenSwarm:
                 if self._next >= len(self.items):
                     return
                 index = self._next
+                if index in self.outcome:  # refused when fed: it never starts
+                    self._next = index + 1
+                    continue
             while not self._slots.acquire(timeout=CONTROL_READ_SECONDS):
                 if self._should_stop():
                     return
@@ -557,9 +705,10 @@ class OpenSwarm:
 
     def _describe(self) -> str:
         values = list(self.outcome.values())
+        stopped = "" if self._stopped is None else f"; stopped: {self._stopped}"
         return (
             f"swarm {self.path or ROOT}: {values.count('completed')}/{len(self.items)} done, "
-            f"{values.count('failed')} failed"
+            f"{values.count('failed')} failed{stopped}"
         )
 
     def _update_progress(self, force: bool = False) -> None:
@@ -579,7 +728,18 @@ class OpenSwarm:
                 )
 
 
-@workflow(name="compose", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY))
+def _cancelled_through_prefect(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
+    """The ``on_cancellation`` hook: runs the error callbacks of a run cancelled through Prefect."""
+    from flows.compose_control import run_error_callbacks_when_cancelled
+
+    run_error_callbacks_when_cancelled(flow_run)
+
+
+@workflow(
+    name="compose",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY),
+    on_cancellation=[_cancelled_through_prefect],
+)
 def compose(composition: Composition, dry_run: bool = False) -> CompositionResult | State[Any]:
     """Runs a composition of registered jobs and workflows.
 
@@ -617,57 +777,3 @@ def compose(composition: Composition, dry_run: bool = False) -> CompositionResul
         steps=run.steps,
         callback_failures=run.callback_failures,
     )
-
-
-Action = Literal["pause", "resume", "cancel"]
-
-
-def control_composition(flow_run_id: UUID | str, action: Action) -> str:
-    """Pauses, resumes or cancels a running composition (the API behind the CLI).
-
-    ``pause`` takes effect before the composition's next step (a swarm starts no
-    further item), ``resume`` lets a paused one go on (finished steps are not run
-    again), ``cancel`` stops the steps not started and runs the error callbacks
-    with reason ``cancelled``, also from a pause.
-
-    Args:
-        flow_run_id: The composition's flow run.
-        action: ``pause``, ``resume`` or ``cancel``.
-
-    Returns:
-        The run's state name when asked, e.g. ``Running``.
-
-    Raises:
-        NotFoundError: No flow run has that id.
-        ConflictError: The run is not a composition, or it has already finished.
-
-    Example:
-        ```python
-        control_composition("0b6f2d1e-...", "pause")  # 'Running'; it pauses before its next step
-        ```
-    """
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    from magicflow.errors import NotFoundError
-
-    resource = f"flow-run:{flow_run_id}"
-    with get_client(sync_client=True) as client:
-        try:
-            flow_run = client.read_flow_run(UUID(str(flow_run_id)))
-        except ObjectNotFound:
-            raise NotFoundError(resource, "no such flow run") from None
-        flow = client.read_flow(flow_run.flow_id)
-    if flow.name != compose.name:
-        raise ConflictError(resource, f"a run of {flow.name!r}, not a composition")
-    state = flow_run.state
-    if state is None or state.is_final():
-        kind = state.name if state is not None else "not started"
-        raise ConflictError(resource, f"already {kind}; nothing to {action}")
-    Variable.set(
-        control_variable(flow_run.id), "run" if action == "resume" else action, overwrite=True
-    )
-    if action in ("resume", "cancel") and state.is_paused():
-        resume_flow_run(flow_run.id)  # a cancelled one wakes up to run its error callbacks
-    return state.name or state.type.value
