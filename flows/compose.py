@@ -61,6 +61,7 @@ from prefect.context import get_run_context
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
 from prefect.input import RunInput
+from prefect.results import get_result_store
 from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.variables import Variable
@@ -91,6 +92,8 @@ CONTROL_READ_SECONDS = 0.5
 PAUSE_TIMEOUT_SECONDS = 7 * 24 * 3600
 """How long a paused composition waits to be resumed before it fails."""
 PAUSE_POLL_SECONDS = 1
+SAVE_RESULTS_SECONDS = 1.0
+"""A swarm saves its finished items' results at most this often (and before a pause, at its end)."""
 PROGRESS_UPDATE_SECONDS = 1.0
 """A swarm's progress artifact is updated at most this often, and when it ends."""
 
@@ -251,7 +254,7 @@ class CompositionRun:
         self.named: dict[str, Any] = {}
         self.steps: dict[str, str] = {}
         self.callback_failures: list[CallbackFailure] = []
-        self._step_tasks: dict[str, Task[..., Any]] = {}
+        self._step_tasks: dict[tuple[str, bool], Task[..., Any]] = {}
 
     # control -----------------------------------------------------------------
 
@@ -361,9 +364,17 @@ class CompositionRun:
         return result
 
     def submit(
-        self, node: Signature, path: str, previous: Any
+        self, node: Signature, path: str, previous: Any, keyed: bool = True
     ) -> tuple[PrefectFuture[Any], dict[str, Any]]:
-        """Submits one signature as a task run whose result is kept under the run and path."""
+        """Submits one signature as a task run.
+
+        Args:
+            node: The signature.
+            path: Its path (the task run's name, its result's key).
+            previous: What it receives, if it has ``receives``.
+            keyed: Persist its result under the run and path, for a resume; a swarm
+                keeps its items' results itself, in one record (`OpenSwarm`).
+        """
         target = self.registry.target(node.target)
         parameters: dict[str, Any] = dict(node.params)
         if node.receives is not None:
@@ -371,17 +382,17 @@ class CompositionRun:
         if self.dry_run:
             parameters["dry_run"] = True
         key = f"compose:{self.flow_run_id}:{path}"
-        step = self._step_tasks.get(node.target)
+        step = self._step_tasks.get((node.target, keyed))
         if step is None:
             # One configured task per target, reused by every step of it: the key and
             # the run name come from context variables, copied into each task run.
             task_of_target = target.task if isinstance(target, RegisteredJob) else run_workflow_step
             step = task_of_target.with_options(
-                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key),
-                persist_result=True,
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key) if keyed else NO_CACHE,
+                persist_result=keyed,
                 task_run_name=_step_run_name,
             )
-            self._step_tasks[node.target] = step
+            self._step_tasks[(node.target, keyed)] = step
         keys = _STEP_KEY.set(key), _STEP_NAME.set(f"{path} {node.target}")
         try:
             if isinstance(target, RegisteredJob):
@@ -485,6 +496,14 @@ class OpenSwarm:
         self._stopped: BaseException | None = None
         self._progress_at = 0.0
         self._progress_lock = threading.Lock()
+        # Finished items' results, saved together under one key (see `save_results`).
+        self._results_key = f"compose:{run.flow_run_id}:{path or ROOT}:items"
+        # The flow's result storage, records written whole (as a persisted task's are).
+        self._result_store = get_result_store().model_copy(update={"metadata_storage": None})
+        self._saved: dict[str, Any] = self._restore_results()
+        self._unsaved: dict[str, Any] = {}
+        self._saved_at = time.monotonic()
+        self._save_lock = threading.Lock()
         self._progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
             0.0, description=self._describe()
         )
@@ -586,6 +605,7 @@ class OpenSwarm:
             future.wait()
         with self._changed:
             self._changed.wait_for(lambda: len(self.outcome) >= len(self.futures))
+        self.save_results()
         self._update_progress(force=True)
         for index, item in enumerate(self.items):
             item_path = f"{join_path(self.path, 'items')}[{index}]"
@@ -648,6 +668,12 @@ class OpenSwarm:
                 if index in self.outcome:  # refused when fed: it never starts
                     self._next = index + 1
                     continue
+                saved = self._saved.get(str(index))
+                if saved is not None and saved["target"] == self.items[index].target:
+                    self._next = index + 1  # finished in an earlier attempt: not run again
+                    self.outcome[index], self.results[index] = "completed", saved["result"]
+                    self._changed.notify_all()
+                    continue
             while not self._slots.acquire(timeout=CONTROL_READ_SECONDS):
                 if self._should_stop():
                     return
@@ -657,7 +683,7 @@ class OpenSwarm:
             item = self.items[index]
             try:
                 future, parameters = self.run.submit(
-                    item, f"{join_path(self.path, 'items')}[{index}]", self.previous
+                    item, f"{join_path(self.path, 'items')}[{index}]", self.previous, keyed=False
                 )
             except BaseException as error:  # recorded as the item's failure
                 self._slots.release()
@@ -677,6 +703,7 @@ class OpenSwarm:
             return True
         if self._watched_control == "run":
             return False
+        self.save_results()  # before a pause: a resume must find every finished item
         try:
             self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]")
         except CompositionCancelledError as cancelled:
@@ -697,11 +724,46 @@ class OpenSwarm:
             if error is None:
                 self.results[index] = result
                 self.outcome[index] = "completed"
+                target = self.items[index].target
+                self._unsaved[str(index)] = {"target": target, "result": result}
             else:
                 self.errors[index] = error
                 self.outcome[index] = "failed"
             self._changed.notify_all()
+        if time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
+            self.save_results()
         self._update_progress()
+
+    def _restore_results(self) -> dict[str, Any]:
+        """The results an earlier attempt of this run saved (a retry, a resume)."""
+        try:
+            if not self._result_store.exists(self._results_key):
+                return {}
+            saved = self._result_store.read(self._results_key).result
+        except Exception as error:  # unreadable: run the items again (jobs are idempotent)
+            get_run_logger().warning(
+                "Could not read the swarm's saved results: %s", reason_for(error)
+            )
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def save_results(self) -> None:
+        """Saves the results finished since the last save, with the earlier ones.
+
+        One record per swarm, rewritten at most every `SAVE_RESULTS_SECONDS` while
+        it runs, before it pauses and when it ends: a retried or resumed run reads
+        it and starts none of the items it holds. (A process killed between saves
+        runs the items finished since the last save again.)
+        """
+        with self._save_lock:
+            with self._changed:
+                if not self._unsaved:
+                    return
+                self._saved.update(self._unsaved)
+                self._unsaved = {}
+                record = dict(self._saved)
+                self._saved_at = time.monotonic()
+            self._result_store.write(record, key=self._results_key)
 
     def _describe(self) -> str:
         values = list(self.outcome.values())

@@ -405,6 +405,17 @@ def test_a_retried_composition_reuses_the_results_of_finished_steps(tmp_path: Pa
     # The first attempt failed at step 1; the retry took step 0's persisted result.
     assert executions(log) == ["first", "x", "x", "last"]
 
+    # A swarm saves its finished items' results in one record: the retry starts none of them.
+    swarm_log = str(tmp_path / "swarm-log")
+    items = [sign("record", log=swarm_log, value=index, registry=registry) for index in range(3)]
+    marker = str(tmp_path / "swarm-marker")
+    items.append(sign("fail_once", log=swarm_log, marker=marker, value="x", registry=registry))
+    retried = compose.with_options(retries=1, retry_delay_seconds=0)(
+        swarm(items, max_concurrency=2, registry=registry)
+    )
+    assert isinstance(retried, CompositionResult) and retried.result == [0, 1, 2, "x"]
+    assert sorted(map(str, executions(swarm_log))) == ["0", "1", "2", "x", "x"]
+
 
 def test_cancel_stops_the_rest_and_runs_error_callbacks_with_reason_cancelled(
     tmp_path: Path, cli: Callable[..., int]
