@@ -731,7 +731,7 @@ class OpenSwarm:
                 self.outcome[index] = "failed"
             self._changed.notify_all()
         if time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
-            self.save_results()
+            self.save_results(wait=False)
         self._update_progress()
 
     def _restore_results(self) -> dict[str, Any]:
@@ -747,15 +747,20 @@ class OpenSwarm:
             return {}
         return saved if isinstance(saved, dict) else {}
 
-    def save_results(self) -> None:
+    def save_results(self, wait: bool = True) -> None:
         """Saves the results finished since the last save, with the earlier ones.
 
         One record per swarm, rewritten at most every `SAVE_RESULTS_SECONDS` while
         it runs, before it pauses and when it ends: a retried or resumed run reads
         it and starts none of the items it holds. (A process killed between saves
         runs the items finished since the last save again.)
+
+        Args:
+            wait: Wait for a save under way, then save; else leave it to the next one.
         """
-        with self._save_lock:
+        if not self._save_lock.acquire(blocking=wait):
+            return  # another item's end is saving: this one's result goes with the next
+        try:
             with self._changed:
                 if not self._unsaved:
                     return
@@ -764,6 +769,8 @@ class OpenSwarm:
                 record = dict(self._saved)
                 self._saved_at = time.monotonic()
             self._result_store.write(record, key=self._results_key)
+        finally:
+            self._save_lock.release()
 
     def _describe(self) -> str:
         values = list(self.outcome.values())
@@ -775,7 +782,10 @@ class OpenSwarm:
 
     def _update_progress(self, force: bool = False) -> None:
         # One update at a time, each computed when sent: the artifact never goes backwards.
-        with self._progress_lock:
+        # An item's end never waits for another's update (a worker thread would idle).
+        if not self._progress_lock.acquire(blocking=force):
+            return
+        try:
             now = time.monotonic()
             if not force and now - self._progress_at < PROGRESS_UPDATE_SECONDS:
                 return
@@ -788,6 +798,8 @@ class OpenSwarm:
                 get_run_logger().warning(
                     "Could not update the swarm's progress: %s", reason_for(error)
                 )
+        finally:
+            self._progress_lock.release()
 
 
 def _cancelled_through_prefect(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
