@@ -76,7 +76,7 @@ def compose_command(args: argparse.Namespace) -> int:
     if (args.signatures is None) == (args.action == "feed"):
         wanted = "give" if args.action == "feed" else "give no"
         raise CliError(
-            f"compose {args.action} takes {'a' if args.action == 'feed' else 'no'} SIGNATURES",
+            f"compose {args.action} {'needs' if args.action == 'feed' else 'takes no'} SIGNATURES",
             f"{wanted} JSON signatures after the run id",
             ExitCode.USAGE,
         )

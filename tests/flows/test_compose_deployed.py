@@ -168,6 +168,8 @@ def test_an_open_swarm_is_fed_and_closed_from_another_process(
     assert read_flow_run(run_id).state_name == "Running"  # still open: waits for more
     feed = json.dumps({"target": "record", "params": {"log": log, "value": "b"}})
     assert magicflow_main(["compose", "feed", str(run_id), feed]) == 0
+    assert magicflow_main(["compose", "feed", str(run_id)]) == 2  # nothing to feed
+    assert magicflow_main(["compose", "feed", str(run_id), "not json"]) == 3
     bad = json.dumps({"target": "rm-rf", "params": {}})
     assert magicflow_main(["compose", "feed", str(run_id), bad]) == 3
     assert "'rm-rf' is not a registered workflow or job" in capsys.readouterr().err
