@@ -28,7 +28,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.states import State
 
-from flows.compose import CompositionResult, CompositionRun, OpenSwarm, compose
+from flows.compose import CompositionResult, CompositionRun, compose
+from flows.compose_swarm import OpenSwarm
 from flows.composition import (
     MAX_DEPTH,
     MAX_NODES,
