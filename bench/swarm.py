@@ -6,9 +6,13 @@ run against one Prefect server on PostgreSQL, at most 50 at a time:
 - ``raw``: a flow whose task runner has 50 threads submits the N tasks and waits
   for every result: Prefect's own bound;
 - ``swarm``: the ``compose`` workflow runs ``swarm([...], max_concurrency=50)`` of
-  the same N signatures: the composition's checks, its semaphore, per-step
-  persisted results (keyed by run and step, so a resume re-runs nothing) and the
-  progress artifact included.
+  the same N signatures: the composition's checks, its semaphore, the record of
+  finished items' results (saved at most every second, before a pause and at the
+  end, so a resume or retry re-runs nothing that finished) and the progress
+  artifact included;
+- ``keyed`` (for reference, not in the ratio): raw ``.submit()`` with every task's
+  result persisted under a key of its own, which is what each swarm item cost
+  before its results were saved together.
 
 The arms alternate for ``--rounds`` rounds after one small warm-up of each; each
 figure is the median. The last line printed is
@@ -123,6 +127,10 @@ def main() -> None:
                 seconds = timed(arm, args.n)
                 figures[arm].append(seconds)
                 print(f"round {round_index + 1}: {arm} {seconds:.2f} s", flush=True)
+        # Send the runs' events while the server is still up (else the client retries them).
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=120)
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     swarm_s = statistics.median(figures["swarm"])

@@ -21,11 +21,18 @@ What Prefect keeps for the composition (Prefect is the only state store):
   task runs are submitted and unfinished at any time; its progress is a progress
   artifact (``done/total``).
 - Pause, resume and cancel (`magicflow compose pause|resume|cancel RUN`, the API in
-  `magicflow.compose_control`, or the Prefect Variable ``compose-control-<run id>``
-  edited in the UI): the composition reads its control between steps; ``pause``
-  calls Prefect's `pause_flow_run` (the UI's Resume button resumes it), ``cancel``
-  stops the steps not started, runs the error callbacks with reason ``cancelled``
-  and ends the run Cancelled.
+  `flows.compose_control`, or the Prefect Variable ``compose-control-<run id>``
+  edited in the UI): the composition reads its control between steps (a swarm,
+  between items); ``pause`` calls Prefect's `pause_flow_run` (the UI's Resume button
+  resumes it), ``cancel`` stops the steps not started, runs the error callbacks with
+  reason ``cancelled`` and ends the run Cancelled.
+- Prefect's own Cancel (the UI's button, ``prefect flow-run cancel``, the API setting
+  the run Cancelling) stops the run's process at once; the flow's ``on_cancellation``
+  hook then runs, in a flow run of its own (``compose-cancelled``), the error
+  callbacks of the nodes that had not finished, with reason ``cancelled``.
+- An open swarm (``Swarm(open=True)``) takes signatures fed as Prefect flow-run
+  inputs (`SwarmFeed`, sent by `flows.compose_control.feed_swarm` or
+  ``magicflow compose feed``) until a ``close`` input arrives.
 
 Example:
     ```python
@@ -40,19 +47,17 @@ Example:
 from __future__ import annotations
 
 import contextvars
-import functools
-import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from prefect import Task, get_run_logger, pause_flow_run, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import get_run_context
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
+from prefect.input import RunInput
 from prefect.states import Cancelled, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.variables import Variable
@@ -76,6 +81,9 @@ from magicflow.errors import ConflictError, MagicFlowError
 from magicflow.messages import reason_for
 from magicflow.workflows import workflow
 
+if TYPE_CHECKING:
+    from flows.compose_swarm import OpenSwarm
+
 CONTROL_PREFIX = "compose-control-"
 """A composition run's control is the Prefect Variable ``compose-control-<flow run id>``."""
 CONTROL_READ_SECONDS = 0.5
@@ -83,8 +91,15 @@ CONTROL_READ_SECONDS = 0.5
 PAUSE_TIMEOUT_SECONDS = 7 * 24 * 3600
 """How long a paused composition waits to be resumed before it fails."""
 PAUSE_POLL_SECONDS = 1
+SAVE_RESULTS_SECONDS = 1.0
+"""A swarm saves its finished items' results at most this often (and before a pause, at its end)."""
 PROGRESS_UPDATE_SECONDS = 1.0
 """A swarm's progress artifact is updated at most this often, and when it ends."""
+
+FEED_KEY_PREFIX = "compose-swarm-feed"
+"""Flow-run inputs with keys starting so feed (or close) a composition's open swarm."""
+FEED_READ_SECONDS = 0.5
+"""An open swarm reads its feed this often."""
 
 ROOT = "(root)"
 """How a composition's root node is named in step lists and payloads."""
@@ -103,6 +118,43 @@ class CompositionCancelledError(MagicFlowError):
 
 class SwarmFailedError(CompositionFailedError):
     """A swarm's failure budget ran out (or an item failed with no budget set)."""
+
+
+class SwarmFeed(RunInput):
+    """A flow-run input to a composition's open swarm: more signatures, or the close.
+
+    Example:
+        ```python
+        from prefect.input import send_input
+
+        feed = SwarmFeed(items=[sign("add", x=1)])
+        send_input(feed, flow_run_id=run_id, key_prefix=FEED_KEY_PREFIX)
+        ```
+    """
+
+    items: list[Signature] = Field(default_factory=list)
+    close: bool = False
+
+
+def open_swarm_of(composition: Any) -> Swarm | None:
+    """The open swarm of a composition (a node or its JSON), if it has one.
+
+    Raises:
+        ValueError: ``composition`` is not a composition.
+    """
+    from pydantic import TypeAdapter
+
+    from flows.composition import Node
+
+    node: Signature | Chain | Swarm = TypeAdapter(Node).validate_python(composition)
+    pending: list[Signature | Chain | Swarm] = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Swarm) and node.open:
+            return node
+        if isinstance(node, Chain):
+            pending.extend(node.steps)
+    return None
 
 
 class CallbackFailure(BaseModel):
@@ -201,7 +253,7 @@ class CompositionRun:
         self.named: dict[str, Any] = {}
         self.steps: dict[str, str] = {}
         self.callback_failures: list[CallbackFailure] = []
-        self._step_tasks: dict[str, Task[..., Any]] = {}
+        self._step_tasks: dict[tuple[str, bool], Task[..., Any]] = {}
 
     # control -----------------------------------------------------------------
 
@@ -238,7 +290,7 @@ class CompositionRun:
             _StepFailed: The node failed (after its error callbacks ran).
             CompositionCancelledError: The run was cancelled (after the error callbacks).
         """
-        if node.when is not None and not node.when.holds(self.named):
+        if node.when is not None and not self.condition_holds(node, path):
             self.steps[path or ROOT] = "skipped"
             get_run_logger().info("Skipping %s: its condition does not hold", path or ROOT)
             return previous
@@ -260,6 +312,27 @@ class CompositionRun:
             self.named[node.step] = result
         self.callbacks(node.on_success, path, "on_success", result)
         return result
+
+    def condition_holds(self, node: Signature | Chain | Swarm, path: str) -> bool:
+        """Evaluates a node's ``when``; a field missing from the result fails the node.
+
+        Raises:
+            _StepFailed: The field is not in the result, or the types do not compare
+                (after the node's error callbacks ran).
+        """
+        when = node.when
+        if when is None:
+            return True
+        try:
+            return when.holds(self.named)
+        except InvalidCompositionError as error:
+            self.steps[path or ROOT] = "failed"
+            named = InvalidCompositionError(
+                join_path(path, "when.field"), f"{when.field}: {error.cause}"
+            )
+            failed = _StepFailed(path or ROOT, getattr(node, "target", None), None, named)
+            self.callbacks(node.on_error, path, "on_error", self.payload("failed", failed))
+            raise failed from None
 
     @staticmethod
     def payload(
@@ -290,9 +363,17 @@ class CompositionRun:
         return result
 
     def submit(
-        self, node: Signature, path: str, previous: Any
+        self, node: Signature, path: str, previous: Any, keyed: bool = True
     ) -> tuple[PrefectFuture[Any], dict[str, Any]]:
-        """Submits one signature as a task run whose result is kept under the run and path."""
+        """Submits one signature as a task run.
+
+        Args:
+            node: The signature.
+            path: Its path (the task run's name, its result's key).
+            previous: What it receives, if it has ``receives``.
+            keyed: Persist its result under the run and path, for a resume; a swarm
+                keeps its items' results itself, in one record (`OpenSwarm`).
+        """
         target = self.registry.target(node.target)
         parameters: dict[str, Any] = dict(node.params)
         if node.receives is not None:
@@ -300,17 +381,17 @@ class CompositionRun:
         if self.dry_run:
             parameters["dry_run"] = True
         key = f"compose:{self.flow_run_id}:{path}"
-        step = self._step_tasks.get(node.target)
+        step = self._step_tasks.get((node.target, keyed))
         if step is None:
             # One configured task per target, reused by every step of it: the key and
             # the run name come from context variables, copied into each task run.
             task_of_target = target.task if isinstance(target, RegisteredJob) else run_workflow_step
             step = task_of_target.with_options(
-                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key),
-                persist_result=True,
+                cache_policy=CacheKeyFnPolicy(cache_key_fn=_step_cache_key) if keyed else NO_CACHE,
+                persist_result=keyed,
                 task_run_name=_step_run_name,
             )
-            self._step_tasks[node.target] = step
+            self._step_tasks[(node.target, keyed)] = step
         keys = _STEP_KEY.set(key), _STEP_NAME.set(f"{path} {node.target}")
         try:
             if isinstance(target, RegisteredJob):
@@ -321,10 +402,53 @@ class CompositionRun:
             _STEP_NAME.reset(keys[1])
 
     def run_swarm(self, node: Swarm, path: str, previous: Any) -> list[Any]:
-        """Runs a swarm's items, fed at once, and returns their results in order."""
+        """Runs a swarm's items and returns their results in order.
+
+        An open swarm also runs what is fed to it as flow-run inputs (`SwarmFeed`),
+        in the order sent, until a close arrives (or the run is cancelled). A
+        resumed or retried run reads every input again: the items keep their paths,
+        so the finished ones are not run again.
+        """
+        from flows.compose_swarm import OpenSwarm
+
         running = OpenSwarm(self, node, path, previous)
         running.feed(*node.items, checked=True)  # the whole tree was checked at the start
+        if node.open:
+            self.read_feed(running)
         return running.close()
+
+    def read_feed(self, running: OpenSwarm) -> None:
+        """Feeds the open swarm from its flow-run inputs until it is closed or stopped."""
+        from prefect import get_client
+
+        seen: set[str] = set()
+        logger = get_run_logger()
+        with get_client(sync_client=True) as client:
+            while not running.stop_feeding():
+                try:
+                    inputs = client.filter_flow_run_input(
+                        flow_run_id=self.flow_run_id,
+                        key_prefix=FEED_KEY_PREFIX,
+                        limit=100,
+                        exclude_keys=seen,
+                    )
+                except Exception as error:  # an API hiccup: try again
+                    logger.warning("Could not read the swarm's feed: %s", reason_for(error))
+                    inputs = []
+                for flow_run_input in inputs:  # oldest first
+                    seen.add(flow_run_input.key)
+                    try:
+                        fed = SwarmFeed.load_from_flow_run_input(flow_run_input)
+                    except Exception as error:  # anyone who can reach the API may be hostile
+                        logger.error(
+                            "Refused the swarm feed %s: %s", flow_run_input.key, reason_for(error)
+                        )
+                        continue
+                    running.feed_checking(*fed.items)
+                    if fed.close:
+                        return
+                if not inputs:
+                    time.sleep(FEED_READ_SECONDS)
 
     def callbacks(self, callbacks: list[Signature], path: str, label: str, payload: Any) -> None:
         """Runs callbacks in order; a failing one is recorded and logged, never raised."""
@@ -344,242 +468,18 @@ class CompositionRun:
                 )
 
 
-class OpenSwarm:
-    """A swarm that runs while it is fed: `feed` adds signatures, `close` waits for the rest.
+def _cancelled_through_prefect(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
+    """The ``on_cancellation`` hook: runs the error callbacks of a run cancelled through Prefect."""
+    from flows.compose_control import run_error_callbacks_when_cancelled
 
-    Items start as soon as a slot is free (a semaphore of ``max_concurrency``); once
-    ``stop_after_n_failures`` items failed, the items not started are cancelled.
-    Results come back in the order the items were fed.
-
-    Args:
-        run: The composition run.
-        node: The swarm's settings (its ``items`` are not fed by this constructor).
-        path: The swarm's path.
-        previous: What items with ``receives`` receive.
-    """
-
-    def __init__(self, run: CompositionRun, node: Swarm, path: str, previous: Any) -> None:
-        self.run, self.node, self.path, self.previous = run, node, path, previous
-        self.items: list[Signature] = []
-        self.results: list[Any] = []
-        self.errors: dict[int, BaseException] = {}
-        self.inputs: dict[int, Any] = {}
-        self.outcome: dict[int, str] = {}
-        self.futures: dict[int, PrefectFuture[Any]] = {}
-        self._slots = threading.BoundedSemaphore(node.max_concurrency)
-        self._changed = threading.Condition()
-        self._closed = False
-        self._next = 0
-        self._stopped: BaseException | None = None
-        self._progress_at = 0.0
-        self._progress_lock = threading.Lock()
-        self._progress_id: UUID = create_progress_artifact(  # type: ignore[assignment]
-            0.0, description=self._describe()
-        )
-        self._watched_control: Control = "run"
-        self._done_watching = threading.Event()
-        # The control is read by a watcher of its own: a slow API never slows the dispatch.
-        self._watcher = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(self._watch_control,),
-            name=f"swarm {path} control",
-            daemon=True,
-        )
-        self._watcher.start()
-        self._dispatcher = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(self._dispatch,),
-            name=f"swarm {path}",
-            daemon=True,
-        )
-        self._dispatcher.start()
-
-    def _watch_control(self) -> None:
-        while not self._done_watching.is_set():
-            try:
-                self._watched_control = self.run.control()
-            except Exception as error:  # an API hiccup: keep the last answer, try again
-                get_run_logger().warning("Could not read the control: %s", reason_for(error))
-            self._done_watching.wait(CONTROL_READ_SECONDS)
-
-    def feed(self, *items: Signature, checked: bool = False) -> None:
-        """Adds signatures to the running swarm.
-
-        Args:
-            *items: The signatures.
-            checked: They were checked against the registry already.
-
-        Raises:
-            InvalidCompositionError: The swarm is closed, or an item does not check.
-        """
-        for item in items if not checked else ():
-            check_composition(item, self.run.registry, self.run.dry_run)
-        with self._changed:
-            if self._closed:
-                raise InvalidCompositionError(self.path or ROOT, "the swarm is closed")
-            self.items.extend(items)
-            self.results.extend([None] * len(items))
-            self._changed.notify_all()
-
-    def close(self) -> list[Any]:
-        """Stops the feeding, waits until every item finished or was cancelled.
-
-        Returns:
-            The results, in the order the items were fed.
-
-        Raises:
-            _StepFailed: The failure budget ran out (or an item failed with none set).
-            CompositionCancelledError: The composition was cancelled meanwhile.
-        """
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-        self._dispatcher.join()
-        self._done_watching.set()
-        for future in list(self.futures.values()):
-            future.wait()
-        with self._changed:
-            self._changed.wait_for(lambda: len(self.outcome) >= len(self.futures))
-        self._update_progress(force=True)
-        for index, item in enumerate(self.items):
-            item_path = f"{join_path(self.path, 'items')}[{index}]"
-            outcome = self.outcome.get(index, "cancelled")
-            self.run.steps[item_path] = outcome
-            if outcome == "completed":
-                if item.step is not None:
-                    self.run.named[item.step] = self.results[index]
-                self.run.callbacks(item.on_success, item_path, "on_success", self.results[index])
-            elif outcome == "failed":
-                failed = _StepFailed(item_path, item.target, self.inputs[index], self.errors[index])
-                self.run.callbacks(
-                    item.on_error, item_path, "on_error", self.run.payload("failed", failed)
-                )
-            else:
-                payload = error_payload("cancelled", item_path, item.target, item.params, None)
-                self.run.callbacks(item.on_error, item_path, "on_error", payload)
-        if isinstance(self._stopped, CompositionCancelledError):
-            raise self._stopped
-        if self.errors:
-            counts = self.counts()
-            error = SwarmFailedError(
-                f"swarm:{self.path or ROOT}",
-                f"{counts['failed']} failed, {counts['done']} done, "
-                f"{counts['cancelled']} cancelled of {len(self.items)}",
-            )
-            raise _StepFailed(self.path or ROOT, None, None, error)
-        return self.results
-
-    def counts(self) -> dict[str, int]:
-        """How many items are done, failed, cancelled (never started) and running."""
-        values = list(self.outcome.values())
-        done, failed = values.count("completed"), values.count("failed")
-        started = len(self.futures)
-        cancelled = (
-            len(self.items) - started if self._stopped is not None or self._closed_drained else 0
-        )
-        return {
-            "done": done,
-            "failed": failed,
-            "cancelled": cancelled,
-            "running": started - len(values),
-        }
-
-    @property
-    def _closed_drained(self) -> bool:
-        return self._closed and not self._dispatcher.is_alive()
-
-    def _budget_spent(self) -> bool:
-        budget = self.node.stop_after_n_failures
-        return budget is not None and len(self.errors) >= budget
-
-    def _dispatch(self) -> None:
-        """Submits items in order, each when a slot frees up, until closed and fed out."""
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._next < len(self.items) or self._closed)
-                if self._next >= len(self.items):
-                    return
-                index = self._next
-            while not self._slots.acquire(timeout=CONTROL_READ_SECONDS):
-                if self._should_stop():
-                    return
-            if self._should_stop():
-                self._slots.release()
-                return
-            item = self.items[index]
-            try:
-                future, parameters = self.run.submit(
-                    item, f"{join_path(self.path, 'items')}[{index}]", self.previous
-                )
-            except BaseException as error:  # recorded as the item's failure
-                self._slots.release()
-                self._finished(index, None, error)
-                self._next = index + 1
-                continue
-            self.inputs[index] = parameters
-            self.futures[index] = future
-            self._next = index + 1
-            future.add_done_callback(functools.partial(self._on_done, index))
-
-    def _should_stop(self) -> bool:
-        if self._stopped is not None:
-            return True
-        if self._budget_spent():
-            self._stopped = SwarmFailedError(f"swarm:{self.path or ROOT}", "failure budget spent")
-            return True
-        if self._watched_control == "run":
-            return False
-        try:
-            self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]")
-        except CompositionCancelledError as cancelled:
-            self._stopped = cancelled
-            return True
-        return False
-
-    def _on_done(self, index: int, future: PrefectFuture[Any]) -> None:
-        try:
-            result, error = future.result(), None
-        except BaseException as failure:  # recorded as the item's failure
-            result, error = None, failure
-        self._slots.release()
-        self._finished(index, result, error)
-
-    def _finished(self, index: int, result: Any, error: BaseException | None) -> None:
-        with self._changed:
-            if error is None:
-                self.results[index] = result
-                self.outcome[index] = "completed"
-            else:
-                self.errors[index] = error
-                self.outcome[index] = "failed"
-            self._changed.notify_all()
-        self._update_progress()
-
-    def _describe(self) -> str:
-        values = list(self.outcome.values())
-        return (
-            f"swarm {self.path or ROOT}: {values.count('completed')}/{len(self.items)} done, "
-            f"{values.count('failed')} failed"
-        )
-
-    def _update_progress(self, force: bool = False) -> None:
-        # One update at a time, each computed when sent: the artifact never goes backwards.
-        with self._progress_lock:
-            now = time.monotonic()
-            if not force and now - self._progress_at < PROGRESS_UPDATE_SECONDS:
-                return
-            self._progress_at = now
-            finished = len(self.outcome)
-            progress = 100.0 * finished / len(self.items) if self.items else 100.0
-            try:
-                update_progress_artifact(self._progress_id, progress, description=self._describe())
-            except Exception as error:  # progress is for people watching; never fail a step
-                get_run_logger().warning(
-                    "Could not update the swarm's progress: %s", reason_for(error)
-                )
+    run_error_callbacks_when_cancelled(flow_run)
 
 
-@workflow(name="compose", task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY))
+@workflow(
+    name="compose",
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_SWARM_CONCURRENCY),
+    on_cancellation=[_cancelled_through_prefect],
+)
 def compose(composition: Composition, dry_run: bool = False) -> CompositionResult | State[Any]:
     """Runs a composition of registered jobs and workflows.
 
@@ -617,57 +517,3 @@ def compose(composition: Composition, dry_run: bool = False) -> CompositionResul
         steps=run.steps,
         callback_failures=run.callback_failures,
     )
-
-
-Action = Literal["pause", "resume", "cancel"]
-
-
-def control_composition(flow_run_id: UUID | str, action: Action) -> str:
-    """Pauses, resumes or cancels a running composition (the API behind the CLI).
-
-    ``pause`` takes effect before the composition's next step (a swarm starts no
-    further item), ``resume`` lets a paused one go on (finished steps are not run
-    again), ``cancel`` stops the steps not started and runs the error callbacks
-    with reason ``cancelled``, also from a pause.
-
-    Args:
-        flow_run_id: The composition's flow run.
-        action: ``pause``, ``resume`` or ``cancel``.
-
-    Returns:
-        The run's state name when asked, e.g. ``Running``.
-
-    Raises:
-        NotFoundError: No flow run has that id.
-        ConflictError: The run is not a composition, or it has already finished.
-
-    Example:
-        ```python
-        control_composition("0b6f2d1e-...", "pause")  # 'Running'; it pauses before its next step
-        ```
-    """
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    from magicflow.errors import NotFoundError
-
-    resource = f"flow-run:{flow_run_id}"
-    with get_client(sync_client=True) as client:
-        try:
-            flow_run = client.read_flow_run(UUID(str(flow_run_id)))
-        except ObjectNotFound:
-            raise NotFoundError(resource, "no such flow run") from None
-        flow = client.read_flow(flow_run.flow_id)
-    if flow.name != compose.name:
-        raise ConflictError(resource, f"a run of {flow.name!r}, not a composition")
-    state = flow_run.state
-    if state is None or state.is_final():
-        kind = state.name if state is not None else "not started"
-        raise ConflictError(resource, f"already {kind}; nothing to {action}")
-    Variable.set(
-        control_variable(flow_run.id), "run" if action == "resume" else action, overwrite=True
-    )
-    if action in ("resume", "cancel") and state.is_paused():
-        resume_flow_run(flow_run.id)  # a cancelled one wakes up to run its error callbacks
-    return state.name or state.type.value

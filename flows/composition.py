@@ -96,6 +96,7 @@ class InvalidCompositionError(InvalidInputError):
     def __init__(self, path: str, cause: str) -> None:
         super().__init__("composition", f"{path or '(root)'}: {cause}")
         self.path = path
+        self.cause = cause
 
 
 class _Frozen(BaseModel):
@@ -192,6 +193,9 @@ class Swarm(_Frozen):
     Attributes:
         kind: Always ``swarm``.
         items: The signatures; their results come back in this order.
+        open: Keep taking signatures fed from outside the run
+            (`flows.compose_control.feed_swarm`) until it is closed
+            (`flows.compose_control.close_swarm`); at most one per composition.
         max_concurrency: Most items running at once.
         stop_after_n_failures: The failure budget: once this many items failed, the
             items not yet started are cancelled and the swarm fails. None: run all.
@@ -203,6 +207,7 @@ class Swarm(_Frozen):
 
     kind: Literal["swarm"] = "swarm"
     items: list[Signature] = Field(default_factory=list)
+    open: bool = False
     max_concurrency: Annotated[int, Field(ge=1, le=MAX_SWARM_CONCURRENCY)] = 10
     stop_after_n_failures: Annotated[int, Field(ge=1)] | None = None
     step: StepName | None = None
@@ -279,6 +284,8 @@ class _TreeCheck:
         self.dry_run = dry_run
         self.count = 0
         self.named: dict[str, type[BaseModel] | None] = {}
+        self.siblings: set[str] = set()
+        self.open_swarm: str | None = None
 
     def node(
         self, node: Signature | Chain | Swarm, path: str, depth: int, above: frozenset[int]
@@ -299,8 +306,30 @@ class _TreeCheck:
             for index, step in enumerate(node.steps):
                 self.node(step, f"{join_path(path, 'steps')}[{index}]", depth + 1, above)
         else:
+            if node.open:
+                if self.open_swarm is not None:
+                    raise InvalidCompositionError(
+                        join_path(path, "open"),
+                        f"a second open swarm (the first: {self.open_swarm})",
+                    )
+                self.open_swarm = path or "(root)"
+            # Items run side by side: no item's result is known before a sibling runs.
+            before, named_by_items = dict(self.named), dict[str, type[BaseModel] | None]()
+            names = [item.step for item in node.items]
             for index, item in enumerate(node.items):
-                self.node(item, f"{join_path(path, 'items')}[{index}]", depth + 1, above)
+                item_path = f"{join_path(path, 'items')}[{index}]"
+                self.siblings = {name for name in names if name is not None} - {item.step}
+                self.named = dict(before)
+                self.node(item, item_path, depth + 1, above)
+                for name, model in self.named.items():
+                    if name in named_by_items:
+                        raise InvalidCompositionError(
+                            join_path(item_path, "step"), f"{name!r} names two steps"
+                        )
+                    if name not in before:
+                        named_by_items[name] = model
+            self.siblings = set()
+            self.named = {**before, **named_by_items}
         for label in ("on_success", "on_error"):
             for index, callback in enumerate(getattr(node, label)):
                 self.node(callback, f"{join_path(path, label)}[{index}]", depth + 1, above)
@@ -333,6 +362,12 @@ class _TreeCheck:
             ) from None
 
     def when(self, when: When, path: str) -> None:
+        if when.step in self.siblings:
+            raise InvalidCompositionError(
+                path,
+                f"{when.step!r} is a sibling item of the same swarm: "
+                "its result is not known before this item runs",
+            )
         if when.step not in self.named:
             raise InvalidCompositionError(path, f"no earlier step is named {when.step!r}")
         model = self.named[when.step]
@@ -462,6 +497,7 @@ def swarm(
     *,
     max_concurrency: int = 10,
     stop_after_n_failures: int | None = None,
+    open: bool = False,
     step: str | None = None,
     on_success: Iterable[Signature] = (),
     on_error: Iterable[Signature] = (),
@@ -473,6 +509,8 @@ def swarm(
         items: The signatures; results come back in this order.
         max_concurrency: Most items running at once.
         stop_after_n_failures: Once this many failed, cancel what has not started.
+        open: Keep taking signatures fed from outside the run until it is closed
+            (`flows.compose_control.feed_swarm`, `flows.compose_control.close_swarm`).
         step: A name for the swarm.
         on_success: Callbacks run with the list of results.
         on_error: Callbacks run with the failure summary.
@@ -488,6 +526,7 @@ def swarm(
         items=list(items),
         max_concurrency=max_concurrency,
         stop_after_n_failures=stop_after_n_failures,
+        open=open,
         step=step,
         on_success=list(on_success),
         on_error=list(on_error),

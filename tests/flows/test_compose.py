@@ -28,7 +28,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.states import State
 
-from flows.compose import CompositionResult, CompositionRun, OpenSwarm, compose
+from flows.compose import CompositionResult, CompositionRun, compose
+from flows.compose_swarm import OpenSwarm
 from flows.composition import (
     MAX_DEPTH,
     MAX_NODES,
@@ -405,6 +406,17 @@ def test_a_retried_composition_reuses_the_results_of_finished_steps(tmp_path: Pa
     # The first attempt failed at step 1; the retry took step 0's persisted result.
     assert executions(log) == ["first", "x", "x", "last"]
 
+    # A swarm saves its finished items' results in one record: the retry starts none of them.
+    swarm_log = str(tmp_path / "swarm-log")
+    items = [sign("record", log=swarm_log, value=index, registry=registry) for index in range(3)]
+    marker = str(tmp_path / "swarm-marker")
+    items.append(sign("fail_once", log=swarm_log, marker=marker, value="x", registry=registry))
+    retried = compose.with_options(retries=1, retry_delay_seconds=0)(
+        swarm(items, max_concurrency=2, registry=registry)
+    )
+    assert isinstance(retried, CompositionResult) and retried.result == [0, 1, 2, "x"]
+    assert sorted(map(str, executions(swarm_log))) == ["0", "1", "2", "x", "x"]
+
 
 def test_cancel_stops_the_rest_and_runs_error_callbacks_with_reason_cancelled(
     tmp_path: Path, cli: Callable[..., int]
@@ -433,3 +445,116 @@ def test_cancel_stops_the_rest_and_runs_error_callbacks_with_reason_cancelled(
         "message": "composition: cancelled before steps[1]",
     }
     assert read_flow_run(run_id).state_name == "Cancelled"
+
+
+def test_pause_resume_and_cancel_take_effect_between_the_items_of_a_swarm(
+    tmp_path: Path, cli: Callable[..., int]
+) -> None:
+    log = str(tmp_path / "log")
+    note = sign("collect", log=log, receives="payload", registry=registry)
+    go = [tmp_path / f"go{i}" for i in range(8)]
+    items = [
+        sign("wait_for_file", log=log, path=str(path), on_error=[note], registry=registry)
+        for path in go
+    ]
+    composition = swarm(items, max_concurrency=2, on_error=[note], registry=registry)
+    running = CompositionThread(composition, f"swarm-pause-{tmp_path.name}")
+    run_id = running.run_id()
+
+    def started() -> list[str]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        return sorted(run.name for run in runs if run.name.endswith(" wait_for_file"))
+
+    wait_until(lambda: len(started()) == 2, 60, "two items to start")
+    assert cli("pause", str(run_id)) == 0
+    wait_until(lambda: read_flow_run(run_id).state_name == "Paused", 60, "the pause")
+    for path in go[:4]:
+        path.touch()  # items 0-3 may finish at once: only 0 and 1 have started
+    wait_until(lambda: len(executions(log)) == 2, 60, "the running items to finish")
+    # Paused between items: the running ones finished, no new one started.
+    assert read_flow_run(run_id).state_name == "Paused"
+    assert started() == ["items[0] wait_for_file", "items[1] wait_for_file"]
+    assert sorted(executions(log)) == [str(go[0]), str(go[1])]
+
+    assert cli("resume", str(run_id)) == 0
+    # Items 2 and 3 finish at once; 4 and 5 wait for their files; 6 and 7 for a slot.
+    wait_until(lambda: len(started()) == 6, 60, "items 2-5 to start")
+    wait_until(lambda: len(executions(log)) == 4, 60, "items 2 and 3 to finish")
+    assert cli("cancel", str(run_id)) == 0
+    wait_until(lambda: "stopped: composition: cancelled" in progress(run_id), 60, "the cancel")
+    go[4].touch()
+    go[5].touch()  # the running items finish; 6 and 7 never start
+    state = running.join()
+    assert state.is_cancelled()
+    # Each started item ran exactly once: resume re-ran nothing that had finished.
+    assert sorted(executions(log, "wait_for_file")) == sorted(str(path) for path in go[:6])
+    assert len(started()) == 6
+    payloads = executions(log, "collect")
+    assert [(p["step"], p["reason"]) for p in payloads] == [  # type: ignore[index,call-overload]
+        ("items[6]", "cancelled"),
+        ("items[7]", "cancelled"),
+        ("(root)", "cancelled"),
+    ]
+    assert read_flow_run(run_id).state_name == "Cancelled"
+
+
+def progress(run_id: UUID) -> str:
+    """The description of the run's progress artifact, as the UI shows it."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return " ".join(a.description or "" for a in artifacts if a.type == "progress")
+
+
+def test_a_when_on_a_sibling_item_is_refused_and_one_on_a_missing_field_fails_its_step(
+    tmp_path: Path,
+) -> None:
+    log = str(tmp_path / "log")
+    first = sign("add", x=1, step="first", registry=registry)
+    on_first = When(field="first", op="gt", value=0)
+    sibling = Swarm(items=[first, sign("add", x=2, when=on_first, registry=registry)])
+    with pytest.raises(InvalidCompositionError) as refused:
+        check_composition(Chain(steps=[sign("add", x=0, registry=registry), sibling]), registry)
+    assert str(refused.value) == (
+        "composition: steps[1].items[1].when.field: 'first' is a sibling item of the same "
+        "swarm: its result is not known before this item runs"
+    )
+    assert refused.value.path == "steps[1].items[1].when.field"
+    with pytest.raises(InvalidCompositionError, match=r"items\[1\].step: 'first' names two"):
+        swarm([first, first], registry=registry)
+    # After the swarm, its items' results are known: a later step may look at them.
+    chain([swarm([first], registry=registry), sign("add", x=3, when=on_first, registry=registry)])
+
+    # ``add`` declares no result model, so a field of its result is checked when it runs.
+    note = sign("collect", log=log, receives="payload", registry=registry)
+    composition = chain(
+        [
+            sign("add", x=1, log=log, step="sum", registry=registry),
+            sign(
+                "record",
+                log=log,
+                value="never",
+                when=When(field="sum.total", op="eq", value=2),
+                on_error=[note],
+                registry=registry,
+            ),
+        ],
+        registry=registry,
+    )
+    state = compose(composition, return_state=True)
+    assert state.is_failed()
+    cause = "composition: steps[1].when.field: sum.total: 'total' is not in the result"
+    assert state.message is not None and cause in state.message
+    assert executions(log, "record") == []
+    (payload,) = executions(log, "collect")
+    assert payload == {
+        "reason": "failed",
+        "step": "steps[1]",
+        "target": "record",
+        "input": None,
+        "error": {"type": "InvalidCompositionError", "message": cause},
+    }
