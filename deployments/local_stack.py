@@ -62,6 +62,9 @@ STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 DEFAULT_PREFECT_PORT = 4200
 WORK_POOL = "magicflow"
 LISTENER_DEPLOYMENT = "kafka-trigger/listener"
+LANGFLOW_SYNC_DEPLOYMENT = "langflow-sync"
+"""Deployed but with its schedule paused: the stack has no LangFlow (a 2 GB install of its
+own, with pins of its own), so it saves no ``langflow`` block for it."""
 SQLITE_MAX_IN_FLIGHT = 2
 """The listener's in-flight limit on SQLite: more concurrent run creations lock the
 database (``database is locked``, answers 5xx for tens of seconds)."""
@@ -465,6 +468,27 @@ def _deploy(options: StackOptions, logs: Path) -> None:
         )
 
 
+async def _pause_langflow_sync(progress: Progress) -> None:
+    """Pauses the hourly ``langflow-sync`` schedule, so it fails no run every hour.
+
+    Pausing a schedule also deletes the runs Prefect had already scheduled from it.
+    """
+    from prefect import get_client
+
+    from flows.langflow import SYNC_FLOW_NAME
+
+    name = f"{SYNC_FLOW_NAME}/{LANGFLOW_SYNC_DEPLOYMENT}"
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(name)
+        for schedule in deployment.schedules:
+            await client.update_deployment_schedule(deployment.id, schedule.id, active=False)
+    progress(
+        f"{name}: schedule paused, the stack has no LangFlow (no 'langflow' block). For "
+        "yours: save a 'langflow' block (magicflow blocks apply), then "
+        f"prefect deployment schedule resume {name} --all"
+    )
+
+
 async def _start_listener(
     parameters: dict[str, object], wait_seconds: float, worker: BackendProcess
 ) -> str:
@@ -694,6 +718,7 @@ def _start(
     asyncio.run(_prepare_prefect(progress))
     _deploy(options, logs)
     progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
+    asyncio.run(_pause_langflow_sync(progress))
     worker_log = logs / "worker.log"
     starter.start(
         "worker",

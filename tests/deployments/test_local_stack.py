@@ -228,6 +228,17 @@ def test_up_starts_everything_and_the_sample_request_completes_through_the_worke
     # The sample request went through this listener: its counters say so.
     dispatched = re.search(r"^magicflow_listener_requests_dispatched_total (\S+)$", metrics, re.M)
     assert dispatched and float(dispatched.group(1)) >= 1, metrics[:2000]
+    # langflow-sync is deployed with its hourly schedule paused (the stack has no
+    # LangFlow), and nothing is scheduled from it; up said so.
+    assert "sync-langflow/langflow-sync: schedule paused" in out
+    sync = httpx.get(f"{api}/deployments/name/sync-langflow/langflow-sync", timeout=10).json()
+    assert sync["schedules"] and not any(s["active"] for s in sync["schedules"])
+    sync_runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [sync["id"]]}}},
+        timeout=10,
+    ).json()
+    assert sync_runs == []
     # Its run got the free port and the crash follower as parameters.
     listener_run = httpx.get(
         f"{api}/flow_runs/{recorded(state_dir)['listener_flow_run_id']}", timeout=10
