@@ -42,7 +42,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from deployments.local_backends import (
     backend_commands,
     create_gitops_project,
 )
+from deployments.local_deploy import pause_langflow_sync, prepare_work_pool, start_deploy
 from deployments.local_servers import BackendProcess, free_port, http_ready, tcp_ready
 
 STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
@@ -62,9 +63,6 @@ STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 DEFAULT_PREFECT_PORT = 4200
 WORK_POOL = "magicflow"
 LISTENER_DEPLOYMENT = "kafka-trigger/listener"
-LANGFLOW_SYNC_DEPLOYMENT = "langflow-sync"
-"""Deployed but with its schedule paused: the stack has no LangFlow (a 2 GB install of its
-own, with pins of its own), so it saves no ``langflow`` block for it."""
 SQLITE_MAX_IN_FLIGHT = 2
 """The listener's in-flight limit on SQLite: more concurrent run creations lock the
 database (``database is locked``, answers 5xx for tens of seconds)."""
@@ -363,8 +361,17 @@ class _Starter:
     def __init__(self, stack: Stack, logs: Path, progress: Progress) -> None:
         self.stack, self.logs, self.progress = stack, logs, progress
         self.processes: list[BackendProcess] = []
+        self.helpers: list[subprocess.Popen[bytes]] = []
+        """Short-lived processes (the deploy), killed if ``up`` fails, never recorded."""
         self.cancelled = False
         self.lock = threading.Lock()
+
+    def stop_helpers(self) -> None:
+        """Kills the helpers still running (each leads its own process group)."""
+        for helper in self.helpers:
+            if helper.poll() is None:
+                _signal_all(process_tree(helper.pid), signal.SIGKILL)
+                helper.wait()
 
     def start(
         self,
@@ -406,87 +413,15 @@ class _Starter:
         )
 
 
-async def _prepare_prefect(progress: Progress) -> None:
-    """Creates the work pool and cancels runs a previous stack left running on this database."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.states import Cancelled
-
-    async with get_client() as client:
-        try:
-            await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-            progress(f"work pool {WORK_POOL!r} created")
-        except ObjectAlreadyExists:
-            progress(f"work pool {WORK_POOL!r} exists")
-        left = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
-                    )
-                )
-            )
-        )
-        for flow_run in left:
-            await client.set_flow_run_state(
-                flow_run.id, Cancelled(message="left running by a stopped local stack"), force=True
-            )
-        if left:
-            progress(f"cancelled {len(left)} run(s) a previous stack left running")
-
-
-def _deploy(options: StackOptions, logs: Path) -> None:
-    if not (options.project_dir / "prefect.yaml").is_file():
+def _finish_deploy(deploy: subprocess.Popen[bytes], log: Path) -> None:
+    """Waits for the deploy process (`deployments.local_deploy`); raises when it failed."""
+    returncode = deploy.wait(timeout=600)
+    if returncode != 0:
         raise StackError(
-            f"no prefect.yaml in {options.project_dir}",
-            "install magicflow from its checkout (pip install -e .) and run magicflow up there",
-            "not-configured",
-        )
-    log = logs / "deploy.log"
-    with log.open("wb") as output:
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-            cwd=options.project_dir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise StackError(
-            f"prefect deploy --all failed (exit {done.returncode}); its log is {log}",
+            f"prefect deploy --all failed (exit {returncode}); its log is {log}",
             "read the log; magicflow check shows what is wrong in prefect.yaml",
             "not-configured",
         )
-
-
-async def _pause_langflow_sync(progress: Progress) -> None:
-    """Pauses the hourly ``langflow-sync`` schedule, so it fails no run every hour.
-
-    Pausing a schedule also deletes the runs Prefect had already scheduled from it.
-    """
-    from prefect import get_client
-
-    from flows.langflow import SYNC_FLOW_NAME
-
-    name = f"{SYNC_FLOW_NAME}/{LANGFLOW_SYNC_DEPLOYMENT}"
-    async with get_client() as client:
-        deployment = await client.read_deployment_by_name(name)
-        for schedule in deployment.schedules:
-            await client.update_deployment_schedule(deployment.id, schedule.id, active=False)
-    progress(
-        f"{name}: schedule paused, the stack has no LangFlow (no 'langflow' block). For "
-        "yours: save a 'langflow' block (magicflow blocks apply), then "
-        f"prefect deployment schedule resume {name} --all"
-    )
 
 
 async def _start_listener(
@@ -634,6 +569,7 @@ def start_stack(options: StackOptions, say: Say) -> tuple[Stack, bool]:
             _start(stack, options, state_dir, database, starter, progress)
         except BaseException:
             starter.cancelled = True
+            starter.stop_helpers()
             say("stopping what was started (logs kept)")
             _stop_all(stack, say)
             raise
@@ -656,6 +592,19 @@ def _start(
     os.environ.update(env)  # this process talks to the stack too (blocks, pool, deploy)
     stack.save()
     vault_token = secrets.token_hex(16)
+    if not (options.project_dir / "prefect.yaml").is_file():
+        raise StackError(
+            f"no prefect.yaml in {options.project_dir}",
+            "install magicflow from its checkout (pip install -e .) and run magicflow up there",
+            "not-configured",
+        )
+    # Imports every flow module while the server starts; deploys once the pool exists.
+    deploy_log = logs / "deploy.log"
+    starter.helpers.append(
+        start_deploy(
+            options.project_dir, deploy_log, f"{stack.prefect_api_url}/work_pools/{WORK_POOL}"
+        )
+    )
     progress(
         "starting the Prefect server and the backends "
         "(a first start on a new database runs migrations: ~20 s)"
@@ -711,34 +660,51 @@ def _start(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     ports = {service.name: service.port for service in stack.services if service.port}
-    saved = apply_stack_blocks(ports, state_dir, vault_token)
-    progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
-    create_gitops_project(ports["gitlab-fake"])
-    progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
-    asyncio.run(_prepare_prefect(progress))
-    _deploy(options, logs)
-    progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
-    asyncio.run(_pause_langflow_sync(progress))
+    # The deploy process waits for the work pool.
+    asyncio.run(prepare_work_pool(WORK_POOL, progress))
+
+    def save_blocks() -> None:
+        saved = apply_stack_blocks(ports, state_dir, vault_token)
+        progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
+        create_gitops_project(ports["gitlab-fake"])
+        progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
+
     worker_log = logs / "worker.log"
-    starter.start(
-        "worker",
-        [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
-        lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
-        None,
-        None,
-        env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
-        timeout=120,
-        cwd=state_dir,
-    )
+    # While prefect deploy runs: the worker starts and the blocks are saved.
+    side_jobs = ThreadPoolExecutor(2)
+    later: list[Future[object]] = [
+        side_jobs.submit(save_blocks),
+        side_jobs.submit(
+            starter.start,
+            "worker",
+            [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
+            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
+            None,
+            None,
+            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
+            timeout=120,
+            cwd=state_dir,
+        ),
+    ]
+    try:
+        _finish_deploy(starter.helpers[0], deploy_log)
+        progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
+        for side_job in later:
+            side_job.result()
+    except BaseException:
+        starter.cancelled = True
+        raise
+    finally:
+        side_jobs.shutdown(wait=False, cancel_futures=True)
+    asyncio.run(pause_langflow_sync(progress))
+    worker = next(process for process in starter.processes if process.name == "worker")
     max_in_flight = POSTGRES_MAX_IN_FLIGHT if options.database_url else SQLITE_MAX_IN_FLIGHT
     # A free port rather than prefect.yaml's fixed 9464: another program or a second
     # stack may hold that one.
     stack.listener_metrics_port = free_port()
     stack.save()
     parameters = listener_parameters(max_in_flight, stack.listener_metrics_port)
-    stack.listener_flow_run_id = asyncio.run(
-        _start_listener(parameters, 180, starter.processes[-1])
-    )
+    stack.listener_flow_run_id = asyncio.run(_start_listener(parameters, 180, worker))
     stack.save()
     progress(
         f"listener running through the worker (max_in_flight={max_in_flight}, crash follower "
