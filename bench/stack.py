@@ -19,12 +19,24 @@ Prints one JSON line last:
 ``added_p50_s <= 0.2``.
 
 Run: ``python bench/stack.py [--requests 30]``.
+
+``--sqlite-burst N`` measures instead what the listener's in-flight limit does to
+Prefect on SQLite: on one stack (``magicflow up --no-sample``, SQLite), the listener
+is restarted with the stack's limit (2), N requests are published at once, and once
+every run is finished (or after `BURST_SECONDS`) it is restarted with prefect.yaml's
+``max_in_flight`` (16, the listener's limit before the stack lowered it) for another
+burst of N. For each limit it prints the seconds from the first publish until every run
+was Running, the longest gap with no run starting (from the first publish), how many
+runs never ran, and the ``database is locked`` lines (and the listener's retried
+Prefect calls) added to the server's and the worker's logs (the worker's log holds
+its flow runs' output). One JSON line last: ``{"bursts": [{"max_in_flight", ...}, ...]}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -35,6 +47,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -42,6 +55,11 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from deployments.local_servers import BackendProcess, free_port, http_ready  # noqa: E402
 
 DEPLOYMENT = "provision-tenant/tenant-provisioning"
+LOCKED = "database is locked"
+BURST_SECONDS = 600.0
+"""How long a burst may take; what is not done by then is reported as such."""
+RETRIED = "failed (PrefectHTTPStatusError); retrying"
+"""The listener's line for a Prefect call it retries (a 5xx while SQLite is locked)."""
 
 
 def server_only(workdir: Path) -> float:
@@ -98,7 +116,7 @@ async def running_at(flow_run_id: str) -> float:
     async with get_client() as client:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            states = await client.read_flow_run_states(uuid.UUID(flow_run_id))
+            states = await client.read_flow_run_states(uuid.UUID(str(flow_run_id)))
             for state in states:
                 if state.type.value == "RUNNING":
                     return datetime.fromisoformat(str(state.timestamp)).timestamp()
@@ -132,10 +150,186 @@ async def via_prefect() -> float:
     return await running_at(str(flow_run.id)) - began
 
 
+def load_stack_env(state_dir: Path) -> None:
+    for line in (state_dir / "env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        os.environ[key] = value
+
+
+async def restart_listener(state_dir: Path, max_in_flight: int) -> None:
+    """Cancels the stack's listener run and starts one with another in-flight limit."""
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    from deployments.local_servers import free_port, http_ready
+    from deployments.local_stack import LISTENER_DEPLOYMENT, Stack, listener_parameters
+
+    stack = Stack.load(state_dir)
+    assert stack is not None and stack.listener_flow_run_id
+    async with get_client() as client:
+        await client.set_flow_run_state(stack.listener_flow_run_id, Cancelling(), force=True)
+        await until(
+            lambda: client.read_flow_run(uuid.UUID(stack.listener_flow_run_id or "")),
+            lambda run: run.state is not None and run.state.is_final(),
+        )
+    metrics_port = free_port()
+    flow_run = await run_deployment(  # type: ignore[misc]
+        LISTENER_DEPLOYMENT, parameters=listener_parameters(max_in_flight, metrics_port), timeout=0
+    )
+    healthy = http_ready(f"http://127.0.0.1:{metrics_port}/healthz")
+
+    async def serving() -> bool:
+        return healthy()
+
+    await until(serving, bool)
+    stack.listener_flow_run_id, stack.listener_metrics_port = str(flow_run.id), metrics_port
+    stack.save()
+
+
+async def until(read: Any, done: Any, seconds: float = 600, give_up: bool = False) -> Any:
+    """Polls ``read()`` until ``done(value)``; the value, or TimeoutError after ``seconds``.
+
+    With ``give_up``, the last value read is returned after ``seconds`` instead.
+    """
+    deadline, value = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            value = await read()
+        except Exception as error:  # an overloaded server times out: keep polling
+            print(f"poll failed: {type(error).__name__}", flush=True)
+        else:
+            if done(value):
+                return value
+        await asyncio.sleep(0.5)
+    if give_up and value is not None:
+        return value
+    raise TimeoutError(f"not done after {seconds:g}s")
+
+
+def log_sizes(logs: list[Path]) -> dict[Path, int]:
+    return {log: log.stat().st_size for log in logs}
+
+
+def lines_since(sizes: dict[Path, int], needle: str) -> int:
+    """Lines holding ``needle`` that the logs got since their ``sizes``."""
+    count = 0
+    for log, size in sizes.items():
+        with log.open("rb") as handle:
+            handle.seek(size)
+            lines = handle.read().decode(errors="replace").splitlines()
+            count += sum(1 for line in lines if needle in line)
+    return count
+
+
+async def burst(state_dir: Path, count: int, max_in_flight: int) -> dict[str, object]:
+    """Publishes ``count`` requests at once; measures how their runs start."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+
+    from blocks.kafka import KafkaConnection
+    from magicflow.messages import WorkflowRequest
+
+    await restart_listener(state_dir, max_in_flight)
+    logs = [state_dir / "logs" / "prefect-server.log", state_dir / "logs" / "worker.log"]
+    sizes = log_sizes(logs)
+    kafka = await KafkaConnection.aload("magicflow")
+    tag = f"burst-{uuid.uuid4().hex[:6]}"
+    requests = [
+        WorkflowRequest(
+            id=f"{tag}-{index}",
+            workflow="tenant-provisioning",
+            parameters=spec(f"{tag}-{index}"),
+            dry_run=True,
+            requested_by="bench",
+        )
+        for index in range(count)
+    ]
+    wanted = {f"magicflow-request:{request.id}" for request in requests}
+    producer = kafka.get_producer()
+    await producer.start()
+    try:
+        first_publish = time.time()
+        for request in requests:
+            await producer.send(
+                kafka.requests_topic, request.model_dump_json().encode(), key=request.id.encode()
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(DEPLOYMENT)
+
+        async def ours() -> list[Any]:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["magicflow"])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                sort="EXPECTED_START_TIME_DESC",
+                limit=count + 20,
+            )
+            return [run for run in runs if wanted & set(run.tags)]
+
+        def all_final(runs: list[Any]) -> bool:
+            return len(runs) == count and all(r.state and r.state.is_final() for r in runs)
+
+        runs = await until(ours, all_final, seconds=BURST_SECONDS, give_up=True)
+    starts = sorted(run.start_time.timestamp() for run in runs if run.start_time is not None)
+    # Runs that never started leave a gap up to the end of the wait.
+    moments = [first_publish, *starts, *([time.time()] if len(starts) < count else [])]
+    return {
+        "max_in_flight": max_in_flight,
+        "requests": count,
+        "runs_created": len(runs),
+        "all_running_s": round(starts[-1] - first_publish, 1) if starts else None,
+        "longest_gap_s": round(max(b - a for a, b in itertools.pairwise(moments)), 1),
+        "never_ran": count - len(starts),
+        "not_completed": count - sum(1 for run in runs if run.state.is_completed()),
+        "database_locked_lines": lines_since(sizes, LOCKED),
+        "listener_retry_lines": lines_since(sizes, RETRIED),
+    }
+
+
+def sqlite_burst(count: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-burst-") as tmp:
+        state_dir = Path(tmp) / "state"
+        up = magicflow("up", "--state-dir", str(state_dir), "--prefect-port", str(free_port()),
+                       "--no-sample")  # fmt: skip
+        print(up.stdout, flush=True)
+        if up.returncode != 0:
+            raise SystemExit(f"magicflow up failed: {up.stderr}")
+        try:
+            load_stack_env(state_dir)
+            from deployments.local_stack import POSTGRES_MAX_IN_FLIGHT, SQLITE_MAX_IN_FLIGHT
+
+            results = []
+            for max_in_flight in (SQLITE_MAX_IN_FLIGHT, POSTGRES_MAX_IN_FLIGHT):
+                results.append(asyncio.run(burst(state_dir, count, max_in_flight)))
+                print(json.dumps(results[-1]), flush=True)
+        finally:
+            magicflow("down", "--state-dir", str(state_dir))
+    print(json.dumps({"bursts": results}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=30, help="requests per path")
+    parser.add_argument(
+        "--sqlite-burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: publish N requests at once to a stack on SQLite, with the old and "
+        "the stack's listener in-flight limit",
+    )
     args = parser.parse_args()
+    if args.sqlite_burst:
+        sqlite_burst(args.sqlite_burst)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         workdir = Path(tmp)
         server_s = server_only(workdir)
@@ -149,9 +343,7 @@ def main() -> None:
         if up.returncode != 0:
             raise SystemExit(f"magicflow up failed: {up.stderr}")
         try:
-            for line in (state_dir / "env").read_text().splitlines():
-                key, _, value = line.removeprefix("export ").partition("=")
-                os.environ[key] = value
+            load_stack_env(state_dir)
             kafka, prefect = [], []
             for index in range(args.requests):
                 kafka.append(asyncio.run(via_kafka()))

@@ -6,8 +6,9 @@ Kafka broker, moto, fake-gcs-server, drongo, OpenBao, the Kubernetes emulator an
 the GitLab fake (which auto-approves merge requests), then saves blocks pointing at
 them, creates the work pool, deploys every deployment of ``prefect.yaml``, starts a
 process worker polling every second and runs the listener (with its crash follower)
-through that worker. `stop_stack` (``magicflow down``) stops every process it
-recorded, and `read_status` (``magicflow status``) reports them.
+through that worker, its metrics and health check on a free port. `stop_stack`
+(``magicflow down``) stops every process it recorded, and `read_status`
+(``magicflow status``) reports them.
 
 Everything lives in one state folder (``.magicflow/`` in the current directory, or
 ``--state-dir`` / ``$MAGICFLOW_STATE_DIR``): ``stack.json`` (PIDs, ports, URLs),
@@ -41,7 +42,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +54,8 @@ from deployments.local_backends import (
     backend_commands,
     create_gitops_project,
 )
-from deployments.local_servers import BackendProcess, http_ready, tcp_ready
+from deployments.local_deploy import pause_langflow_sync, prepare_work_pool, start_deploy
+from deployments.local_servers import BackendProcess, free_port, http_ready, tcp_ready
 
 STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 """Environment variable naming the state folder (default ``.magicflow`` here)."""
@@ -144,6 +146,8 @@ class Stack:
         database: The database, password masked.
         services: Every process started, in start order.
         listener_flow_run_id: The listener's flow run.
+        listener_metrics_port: Where the listener serves ``/metrics`` and ``/healthz``
+            on 127.0.0.1 (a free port, not prefect.yaml's fixed one).
         up_pid: The ``magicflow up`` process that started it.
     """
 
@@ -152,12 +156,19 @@ class Stack:
     database: str = ""
     services: list[Service] = field(default_factory=list)
     listener_flow_run_id: str | None = None
+    listener_metrics_port: int | None = None
     up_pid: int = field(default_factory=os.getpid)
 
     @property
     def prefect_ui_url(self) -> str:
         """The Prefect UI."""
         return self.prefect_api_url.removesuffix("/api")
+
+    @property
+    def listener_metrics_url(self) -> str | None:
+        """The listener's Prometheus metrics, once it was started."""
+        port = self.listener_metrics_port
+        return f"http://127.0.0.1:{port}/metrics" if port else None
 
     def service(self, name: str) -> Service | None:
         """The recorded service of that name, if any."""
@@ -350,8 +361,17 @@ class _Starter:
     def __init__(self, stack: Stack, logs: Path, progress: Progress) -> None:
         self.stack, self.logs, self.progress = stack, logs, progress
         self.processes: list[BackendProcess] = []
+        self.helpers: list[subprocess.Popen[bytes]] = []
+        """Short-lived processes (the deploy), killed if ``up`` fails, never recorded."""
         self.cancelled = False
         self.lock = threading.Lock()
+
+    def stop_helpers(self) -> None:
+        """Kills the helpers still running (each leads its own process group)."""
+        for helper in self.helpers:
+            if helper.poll() is None:
+                _signal_all(process_tree(helper.pid), signal.SIGKILL)
+                helper.wait()
 
     def start(
         self,
@@ -393,81 +413,37 @@ class _Starter:
         )
 
 
-async def _prepare_prefect(progress: Progress) -> None:
-    """Creates the work pool and cancels runs a previous stack left running on this database."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.states import Cancelled
-
-    async with get_client() as client:
-        try:
-            await client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
-            progress(f"work pool {WORK_POOL!r} created")
-        except ObjectAlreadyExists:
-            progress(f"work pool {WORK_POOL!r} exists")
-        left = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
-                    )
-                )
-            )
-        )
-        for flow_run in left:
-            await client.set_flow_run_state(
-                flow_run.id, Cancelled(message="left running by a stopped local stack"), force=True
-            )
-        if left:
-            progress(f"cancelled {len(left)} run(s) a previous stack left running")
-
-
-def _deploy(options: StackOptions, logs: Path) -> None:
-    if not (options.project_dir / "prefect.yaml").is_file():
+def _finish_deploy(deploy: subprocess.Popen[bytes], log: Path) -> None:
+    """Waits for the deploy process (`deployments.local_deploy`); raises when it failed."""
+    returncode = deploy.wait(timeout=600)
+    if returncode != 0:
         raise StackError(
-            f"no prefect.yaml in {options.project_dir}",
-            "install magicflow from its checkout (pip install -e .) and run magicflow up there",
-            "not-configured",
-        )
-    log = logs / "deploy.log"
-    with log.open("wb") as output:
-        done = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-            cwd=options.project_dir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            timeout=600,
-            check=False,
-        )
-    if done.returncode != 0:
-        raise StackError(
-            f"prefect deploy --all failed (exit {done.returncode}); its log is {log}",
+            f"prefect deploy --all failed (exit {returncode}); its log is {log}",
             "read the log; magicflow check shows what is wrong in prefect.yaml",
             "not-configured",
         )
 
 
-async def _start_listener(max_in_flight: int, wait_seconds: float, worker: BackendProcess) -> str:
-    """Runs the listener deployment through the worker; returns its flow run id once Running."""
+async def _start_listener(
+    parameters: dict[str, object], wait_seconds: float, worker: BackendProcess
+) -> str:
+    """Runs the listener deployment through the worker; returns its flow run id once serving.
+
+    Serving: its flow run is Running and its ``/healthz`` answers 200 (the consumer has
+    its partitions and polls), so a request published now is picked up.
+    """
     from prefect import get_client
     from prefect.deployments import run_deployment
 
     flow_run = await run_deployment(  # type: ignore[misc]
-        LISTENER_DEPLOYMENT, parameters={"max_in_flight": max_in_flight}, timeout=0
+        LISTENER_DEPLOYMENT, parameters=parameters, timeout=0
     )
+    healthy = http_ready(f"http://127.0.0.1:{parameters['metrics_port']}/healthz", (200,))
     deadline = time.monotonic() + wait_seconds
     async with get_client() as client:
         while time.monotonic() < deadline:
             state = (await client.read_flow_run(flow_run.id)).state
-            if state is not None and state.is_running():
+            if state is not None and state.is_running() and healthy():
                 return str(flow_run.id)
             if state is not None and state.is_final():
                 raise StackError(
@@ -476,9 +452,10 @@ async def _start_listener(max_in_flight: int, wait_seconds: float, worker: Backe
                 )
             if worker.process.poll() is not None:
                 raise StackError(f"the worker exited; its log is {worker.log_path}", "read it")
-            await _sleep(0.5)
+            await _sleep(0.2)
     raise StackError(
-        f"the listener's flow run {flow_run.id} was not running after {wait_seconds:g}s",
+        f"the listener's flow run {flow_run.id} was not serving (/healthz on 127.0.0.1:"
+        f"{parameters['metrics_port']}) after {wait_seconds:g}s",
         f"read {worker.log_path}",
     )
 
@@ -592,6 +569,7 @@ def start_stack(options: StackOptions, say: Say) -> tuple[Stack, bool]:
             _start(stack, options, state_dir, database, starter, progress)
         except BaseException:
             starter.cancelled = True
+            starter.stop_helpers()
             say("stopping what was started (logs kept)")
             _stop_all(stack, say)
             raise
@@ -614,6 +592,19 @@ def _start(
     os.environ.update(env)  # this process talks to the stack too (blocks, pool, deploy)
     stack.save()
     vault_token = secrets.token_hex(16)
+    if not (options.project_dir / "prefect.yaml").is_file():
+        raise StackError(
+            f"no prefect.yaml in {options.project_dir}",
+            "install magicflow from its checkout (pip install -e .) and run magicflow up there",
+            "not-configured",
+        )
+    # Imports every flow module while the server starts; deploys once the pool exists.
+    deploy_log = logs / "deploy.log"
+    starter.helpers.append(
+        start_deploy(
+            options.project_dir, deploy_log, f"{stack.prefect_api_url}/work_pools/{WORK_POOL}"
+        )
+    )
     progress(
         "starting the Prefect server and the backends "
         "(a first start on a new database runs migrations: ~20 s)"
@@ -669,34 +660,72 @@ def _start(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     ports = {service.name: service.port for service in stack.services if service.port}
-    saved = apply_stack_blocks(ports, state_dir, vault_token)
-    progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
-    create_gitops_project(ports["gitlab-fake"])
-    progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
-    asyncio.run(_prepare_prefect(progress))
-    _deploy(options, logs)
-    progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
+    # The deploy process waits for the work pool.
+    asyncio.run(prepare_work_pool(WORK_POOL, progress))
+
+    def save_blocks() -> None:
+        saved = apply_stack_blocks(ports, state_dir, vault_token)
+        progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
+        create_gitops_project(ports["gitlab-fake"])
+        progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
+
     worker_log = logs / "worker.log"
-    starter.start(
-        "worker",
-        [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
-        lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
-        None,
-        None,
-        env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
-        timeout=120,
-        cwd=state_dir,
-    )
+    # While prefect deploy runs: the worker starts and the blocks are saved.
+    side_jobs = ThreadPoolExecutor(2)
+    later: list[Future[object]] = [
+        side_jobs.submit(save_blocks),
+        side_jobs.submit(
+            starter.start,
+            "worker",
+            [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
+            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
+            None,
+            None,
+            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
+            timeout=120,
+            cwd=state_dir,
+        ),
+    ]
+    try:
+        _finish_deploy(starter.helpers[0], deploy_log)
+        progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
+        for side_job in later:
+            side_job.result()
+    except BaseException:
+        starter.cancelled = True
+        raise
+    finally:
+        side_jobs.shutdown(wait=False, cancel_futures=True)
+    asyncio.run(pause_langflow_sync(progress))
+    worker = next(process for process in starter.processes if process.name == "worker")
     max_in_flight = POSTGRES_MAX_IN_FLIGHT if options.database_url else SQLITE_MAX_IN_FLIGHT
-    stack.listener_flow_run_id = asyncio.run(
-        _start_listener(max_in_flight, 180, starter.processes[-1])
-    )
+    # A free port rather than prefect.yaml's fixed 9464: another program or a second
+    # stack may hold that one.
+    stack.listener_metrics_port = free_port()
+    stack.save()
+    parameters = listener_parameters(max_in_flight, stack.listener_metrics_port)
+    stack.listener_flow_run_id = asyncio.run(_start_listener(parameters, 180, worker))
     stack.save()
     progress(
-        f"listener running through the worker (max_in_flight={max_in_flight}; "
+        f"listener running through the worker (max_in_flight={max_in_flight}, crash follower "
+        f"inside, metrics {stack.listener_metrics_url}; "
         f"{stack.prefect_ui_url}/runs/flow-run/{stack.listener_flow_run_id})"
     )
     (state_dir / "env").write_text("".join(f"export {key}={value}\n" for key, value in env.items()))
+
+
+def listener_parameters(max_in_flight: int, metrics_port: int) -> dict[str, object]:
+    """The stack's listener run parameters, over the ``listener`` deployment's defaults.
+
+    Args:
+        max_in_flight: Requests dispatched at once (low on SQLite).
+        metrics_port: Where ``/metrics`` and ``/healthz`` are served on 127.0.0.1.
+
+    Returns:
+        The parameters: the crash follower runs inside the stack's one listener (no
+        ``crash-follower`` deployment run is started locally).
+    """
+    return {"max_in_flight": max_in_flight, "metrics_port": metrics_port, "follow_crashes": True}
 
 
 def _stop_all(stack: Stack, say: Say) -> None:
@@ -749,15 +778,28 @@ class ServiceStatus:
     healthy: bool
 
 
-def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], str | None]:
+@dataclass
+class ListenerStatus:
+    """The listener as ``magicflow status`` shows it.
+
+    Attributes:
+        state: Its flow run's state name; None when the Prefect API does not answer.
+        healthy: Its ``/healthz`` answered 200; None when no metrics port is recorded.
+    """
+
+    state: str | None
+    healthy: bool | None
+
+
+def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], ListenerStatus]:
     """``magicflow status``: each recorded process, alive and healthy or not.
 
     Args:
         state_dir: The state folder.
 
     Returns:
-        The stack, each service's status, and the listener flow run's state name
-        (None when the Prefect API does not answer).
+        The stack, each service's status, and the listener's (its flow run's state
+        and its ``/healthz`` verdict).
 
     Raises:
         StackError: No stack is recorded in the state folder.
@@ -773,12 +815,15 @@ def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], str | None
     for service in stack.services:
         alive = is_alive(service)
         statuses.append(ServiceStatus(service, alive, alive and check_health(service)))
-    listener = None
+    state = None
     if stack.listener_flow_run_id:
         try:
             url = f"{stack.prefect_api_url}/flow_runs/{stack.listener_flow_run_id}"
             with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback
-                listener = str(json.loads(response.read())["state"]["name"])
+                state = str(json.loads(response.read())["state"]["name"])
         except (OSError, ValueError, KeyError, TypeError):
-            listener = None
-    return stack, statuses, listener
+            state = None
+    healthy = None
+    if stack.listener_metrics_port:
+        healthy = http_ready(f"http://127.0.0.1:{stack.listener_metrics_port}/healthz")()
+    return stack, statuses, ListenerStatus(state, healthy)

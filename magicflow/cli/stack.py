@@ -122,6 +122,8 @@ def _state_dir(args: argparse.Namespace) -> Path:
 def _print_stack(stack: Stack) -> None:
     print(f"Prefect UI:   {stack.prefect_ui_url}", flush=True)
     print(f"state folder: {stack.state_dir} (logs in logs/, one per process)", flush=True)
+    if stack.listener_metrics_url:
+        print(f"listener:     {stack.listener_metrics_url} (health: /healthz)", flush=True)
     print(f"in a shell:   . {Path(stack.state_dir) / 'env'}   (PREFECT_API_URL and friends)")
 
 
@@ -235,12 +237,16 @@ def status_command(args: argparse.Namespace) -> int:
             f"{service.name:<20} {service.pid:>7} {service.port or '-':>6}  {health:<9} {where}",
             flush=True,
         )
+    health = {True: "ok", False: "no answer", None: "-"}[listener.healthy]
     print(
-        f"{'listener':<20} {'-':>7} {'-':>6}  {listener or 'unknown':<9} flow run "
-        f"{stack.listener_flow_run_id or '-'}",
+        f"{'listener':<20} {'-':>7} {stack.listener_metrics_port or '-':>6}  {health:<9} "
+        f"{stack.listener_metrics_url or '-'} (flow run {stack.listener_flow_run_id or '-'}: "
+        f"{listener.state or 'unknown'})",
         flush=True,
     )
     broken = [s.service.name for s in statuses if not s.healthy]
+    if listener.healthy is False or (listener.state or "Running") != "Running":
+        broken.append("listener")
     if broken:
         raise CliError(
             f"{', '.join(broken)} of the stack in {stack.state_dir} "

@@ -15,9 +15,11 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from tests.fixtures.kafka import PROJECT_ROOT
 
 # The module's tests share one stack; the first one waits for its start-up.
 pytestmark = pytest.mark.timeout(3600)
+DEPLOYED_METRICS_PORT = 9464  # prefect.yaml's listener metrics_port
 UP_TIMEOUT = 1500  # a first start on a loaded 2-core machine: server migrations, deploy, sample
 RUN_URL = re.compile(r"http://127\.0\.0\.1:\d+/runs/flow-run/([0-9a-f-]{36})")
 
@@ -91,16 +94,32 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@contextmanager
+def holding_port(port: int) -> Iterator[None]:
+    """Keeps the port taken (by us, or already by another program) while the block runs."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            pass  # taken already: what the block needs
+        yield
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state_dir = tmp_path_factory.mktemp("stack-state")
     port = free_port()
-    up = cli("up", "--state-dir", str(state_dir), "--prefect-port", str(port), timeout=UP_TIMEOUT)
-    try:
-        yield {"up": up, "state_dir": state_dir, "port": port}
-    finally:
-        if (state_dir / "stack.json").exists():
-            cli("down", "--state-dir", str(state_dir))
+    # The listener deployment's own metrics port is taken: the stack must not need it.
+    with holding_port(DEPLOYED_METRICS_PORT):
+        up = cli(
+            "up", "--state-dir", str(state_dir), "--prefect-port", str(port), timeout=UP_TIMEOUT
+        )
+        try:
+            yield {"up": up, "state_dir": state_dir, "port": port}
+        finally:
+            if (state_dir / "stack.json").exists():
+                cli("down", "--state-dir", str(state_dir))
 
 
 async def statuses_on_topic(bootstrap: str, request_id: str) -> list[dict[str, Any]]:
@@ -192,6 +211,40 @@ def test_up_starts_everything_and_the_sample_request_completes_through_the_worke
     for name, service in services.items():
         assert re.search(rf"^{name}\s+{service['pid']}\s+.*\bok\b", status.stdout, re.M)
     assert re.search(r"^listener\s+.*Running", status.stdout, re.M)
+
+    # The listener serves its metrics on the free port the stack recorded, not on 9464
+    # (held by this test), and up and status both show it.
+    metrics_port = recorded(state_dir)["listener_metrics_port"]
+    assert metrics_port and metrics_port != DEPLOYED_METRICS_PORT
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    assert f"metrics {metrics_url}" in out and f"listener:     {metrics_url}" in out
+    assert re.search(
+        rf"^listener\s+-\s+{metrics_port}\s+ok\s+{re.escape(metrics_url)} .*: Running\)$",
+        status.stdout,
+        re.M,
+    ), status.stdout
+    assert httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=10).status_code == 200
+    metrics = httpx.get(metrics_url, timeout=10).text
+    # The sample request went through this listener: its counters say so.
+    dispatched = re.search(r"^magicflow_listener_requests_dispatched_total (\S+)$", metrics, re.M)
+    assert dispatched and float(dispatched.group(1)) >= 1, metrics[:2000]
+    # langflow-sync is deployed with its hourly schedule paused (the stack has no
+    # LangFlow), and nothing is scheduled from it; up said so.
+    assert "sync-langflow/langflow-sync: schedule paused" in out
+    sync = httpx.get(f"{api}/deployments/name/sync-langflow/langflow-sync", timeout=10).json()
+    assert sync["schedules"] and not any(s["active"] for s in sync["schedules"])
+    sync_runs = httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [sync["id"]]}}},
+        timeout=10,
+    ).json()
+    assert sync_runs == []
+    # Its run got the free port and the crash follower as parameters.
+    listener_run = httpx.get(
+        f"{api}/flow_runs/{recorded(state_dir)['listener_flow_run_id']}", timeout=10
+    ).json()
+    assert listener_run["parameters"]["metrics_port"] == metrics_port
+    assert listener_run["parameters"]["follow_crashes"] is True
 
 
 def test_the_example_notebook_runs_clean_against_the_stack(

@@ -49,6 +49,20 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: ExitCode) -> 
     return lines[0]
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def start_ticks(pid: int) -> str | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -233,10 +247,16 @@ def test_ctrl_c_during_up_stops_every_process_it_had_started(tmp_path: Path) -> 
             pass
         time.sleep(0.1)
     assert len(services) >= 8, services
+    # The deploy process (importing every flow while the server starts) is not recorded.
+    helpers = {pid: start_ticks(pid) for pid in children_of(up.pid)}
+    assert any(
+        "deployments.local_deploy" in Path(f"/proc/{pid}/cmdline").read_text() for pid in helpers
+    )
     up.send_signal(signal.SIGINT)
     out, err = up.communicate(timeout=120)
     assert up.returncode == 130, out + err
     assert "stopping what was started" in out and "Traceback" not in out + err
     alive = [s["name"] for s in services if start_ticks(int(str(s["pid"]))) == str(s["started"])]
     assert alive == []
+    assert [pid for pid, started in helpers.items() if start_ticks(pid) == started] == []
     assert not (tmp_path / "stack.json").exists()
