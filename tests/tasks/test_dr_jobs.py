@@ -263,10 +263,22 @@ def test_restore_from_snapshot_second_run_and_dry_run_send_no_writes(
             restore_rds_instance_from_snapshot(aws, "no-such-snapshot", scratch())
 
 
-@pytest.mark.parametrize("kind", sorted(SNAPSHOT_KINDS))
-def test_delete_snapshot_scratch_second_run_and_dry_run_send_no_writes(
+def test_delete_rds_scratch_instances_second_run_and_dry_run_send_no_writes(
+    recording_proxies, dr_sources: DrSources
+) -> None:
+    assert_snapshot_scratch_deleted_once("rds", recording_proxies, dr_sources)
+
+
+def test_delete_ebs_scratch_volumes_second_run_and_dry_run_send_no_writes(
+    recording_proxies, dr_sources: DrSources
+) -> None:
+    assert_snapshot_scratch_deleted_once("ebs", recording_proxies, dr_sources)
+
+
+def assert_snapshot_scratch_deleted_once(
     kind: str, recording_proxies, dr_sources: DrSources
 ) -> None:
+    """A scratch restore of this kind is deleted once, then nothing; the source stays."""
     aws, backup = recording_proxies.aws(), SNAPSHOT_KINDS[kind]
     backup.seed(dr_sources)
     target = scratch()
