@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import functools
 import threading
@@ -39,7 +40,8 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture
-from prefect.results import get_result_store
+from prefect.results import ResultRecord, get_result_store
+from prefect.states import State
 
 from flows.compose import (
     CONTROL_READ_SECONDS,
@@ -61,6 +63,36 @@ from flows.composition import (
     join_path,
 )
 from magicflow.messages import reason_for
+
+
+def completed_result(future: PrefectFuture[Any]) -> Any:
+    """The result of a finished task run's future, read from its final state when it can be.
+
+    A task run that completed in this process carries its result in its final state;
+    reading it there saves `PrefectFuture.result`'s round trip through an event loop
+    (one per swarm item). Anything else (a failure, a result held in storage, another
+    kind of future) goes through `PrefectFuture.result`, which raises the run's error.
+
+    Args:
+        future: The future of a task run that is done (as in a done callback).
+
+    Returns:
+        The task run's return value.
+
+    Example:
+        ```python
+        future = add.submit(x=1)
+        future.wait()
+        completed_result(future)  # 2
+        ```
+    """
+    wrapped = getattr(future, "wrapped_future", None)
+    if isinstance(wrapped, concurrent.futures.Future) and wrapped.done():
+        state = wrapped.result()
+        if isinstance(state, State) and state.is_completed():
+            if isinstance(state.data, ResultRecord):
+                return state.data.result
+    return future.result()
 
 
 class OpenSwarm:
@@ -333,7 +365,7 @@ class OpenSwarm:
 
     def _on_done(self, index: int, future: PrefectFuture[Any]) -> None:
         try:
-            result, error = future.result(), None
+            result, error = completed_result(future), None
         except BaseException as failure:  # recorded as the item's failure
             result, error = None, failure
         # An item that ends well hands its slot to the next item itself, when nothing
