@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from blocks import AwsCredentials
 from magicflow import InvalidInputError, NotFoundError
 from magicflow.recovery import SCRATCH_PREFIX, scratch_name
 from tasks import (
@@ -180,7 +181,7 @@ def test_put_s3_object_second_run_and_dry_run_send_no_writes(
 
 @dataclass(frozen=True)
 class SnapshotKind:
-    """How to seed, restore into scratch, check, clean up and list one kind of snapshot."""
+    """How to seed, restore into scratch, check and list one kind of snapshot."""
 
     seed: Callable[[DrSources], None]
     snapshot: Callable[[DrSources], str]
@@ -189,7 +190,6 @@ class SnapshotKind:
     verify: Callable[..., Any]
     found: Callable[[DrSources], dict[str, Any]]
     """What the restore check finds on the restored resource, all of it."""
-    delete_scratch: Callable[..., Any]
     listed: Callable[[DrSources], list[str]]
     source: Callable[[DrSources], str]
 
@@ -215,7 +215,6 @@ SNAPSHOT_KINDS = {
         "RestoreDBInstanceFromDBSnapshot",
         verify_rds_restore,
         rds_snapshot_facts,
-        delete_rds_scratch_instances,
         lambda sources: [
             i["DBInstanceIdentifier"]
             for i in boto(sources.moto, "rds").describe_db_instances()["DBInstances"]
@@ -234,7 +233,6 @@ SNAPSHOT_KINDS = {
             "snapshot_id": sources.ebs_snapshot,
             "state": "available",
         },
-        delete_ebs_scratch_volumes,
         lambda sources: [
             v["VolumeId"] for v in boto(sources.moto, "ec2").describe_volumes()["Volumes"]
         ],
@@ -266,26 +264,36 @@ def test_restore_from_snapshot_second_run_and_dry_run_send_no_writes(
 def test_delete_rds_scratch_instances_second_run_and_dry_run_send_no_writes(
     recording_proxies, dr_sources: DrSources
 ) -> None:
-    assert_snapshot_scratch_deleted_once("rds", recording_proxies, dr_sources)
+    aws, target = restored_into_scratch("rds", recording_proxies, dr_sources)
+    recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: delete_rds_scratch_instances(aws, target, **kw), first="deleted"
+    )
+    assert_only_the_source_is_left("rds", dr_sources)
 
 
 def test_delete_ebs_scratch_volumes_second_run_and_dry_run_send_no_writes(
     recording_proxies, dr_sources: DrSources
 ) -> None:
-    assert_snapshot_scratch_deleted_once("ebs", recording_proxies, dr_sources)
+    aws, target = restored_into_scratch("ebs", recording_proxies, dr_sources)
+    recording_proxies.assert_idempotent_at_the_wire(
+        lambda **kw: delete_ebs_scratch_volumes(aws, target, **kw), first="deleted"
+    )
+    assert_only_the_source_is_left("ebs", dr_sources)
 
 
-def assert_snapshot_scratch_deleted_once(
+def restored_into_scratch(
     kind: str, recording_proxies, dr_sources: DrSources
-) -> None:
-    """A scratch restore of this kind is deleted once, then nothing; the source stays."""
+) -> tuple[AwsCredentials, str]:
+    """A snapshot of this kind restored into a new scratch resource, through the proxy."""
     aws, backup = recording_proxies.aws(), SNAPSHOT_KINDS[kind]
     backup.seed(dr_sources)
     target = scratch()
     backup.restore(aws, backup.snapshot(dr_sources), target)
-    recording_proxies.assert_idempotent_at_the_wire(
-        lambda **kw: backup.delete_scratch(aws, target, **kw), first="deleted"
-    )
+    return aws, target
+
+
+def assert_only_the_source_is_left(kind: str, dr_sources: DrSources) -> None:
+    backup = SNAPSHOT_KINDS[kind]
     assert dr_sources.scratch_left()[kind] == []
     assert backup.listed(dr_sources) == [backup.source(dr_sources)]
 
