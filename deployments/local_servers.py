@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,11 +36,25 @@ POSTGRES_BIN = Path(os.environ.get("MAGICFLOW_BENCH_PG_BIN", "/usr/lib/postgresq
 """Where PostgreSQL's binaries are (Debian's postgresql-15 package by default)."""
 
 
+_ports_given: set[int] = set()
+_ports_given_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, never the same one twice.
+
+    The port is released before its server binds it, so the kernel may offer it
+    again; servers started side by side (the local stack starts them at once)
+    would then race for one port. Ports already handed out are skipped.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        with _ports_given_lock:
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
 
 
 def tcp_ready(port: int) -> Callable[[], bool]:

@@ -331,3 +331,10 @@ def test_up_twice_reuses_the_stack_down_leaves_no_process_and_up_works_again(
     down = cli("down", "--state-dir", str(state_dir), timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     assert [s["name"] for s in restarted if start_ticks(s["pid"]) == str(s["started"])] == []
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    # The stack starts its servers at once, each on a port picked a moment before:
+    # two servers given one port would race for it (moto lost to Tansu once).
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
