@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +45,7 @@ from flows.composition import (
 )
 from magicflow.cli import main as magicflow_main
 from tests.backends.compose_targets import SECRET_IN_ERROR, executions, registry
+from tests.fixtures.waiting import wait_until
 from tests.fixtures.workflows import COMPOSE_TEST_REGISTRY
 
 
@@ -53,17 +53,6 @@ from tests.fixtures.workflows import COMPOSE_TEST_REGISTRY
 def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Compositions in these tests run from the test jobs' registry."""
     monkeypatch.setenv(REGISTRY_ENV, COMPOSE_TEST_REGISTRY)
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Polls `condition` until it is truthy; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def read_flow_run(run_id: UUID) -> FlowRun:

@@ -9,10 +9,7 @@ file and from Prefect.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -40,6 +37,7 @@ from flows.composition import (
 from magicflow.cli import main as magicflow_main
 from magicflow.errors import ConflictError
 from tests.backends.compose_targets import executions, registry
+from tests.fixtures.waiting import wait_until
 from tests.fixtures.workflows import COMPOSE_DEPLOYMENT, COMPOSE_TEST_REGISTRY, ServedWorkflows
 
 # The first test to use them starts the harness and the served runner.
@@ -50,17 +48,6 @@ pytestmark = pytest.mark.timeout(600)
 def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process checks fed signatures against the registry the served runs use."""
     monkeypatch.setenv(REGISTRY_ENV, COMPOSE_TEST_REGISTRY)
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Polls `condition` until it is truthy; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def start(composition: Chain | Swarm) -> UUID:

@@ -7,7 +7,6 @@ session's Prefect server, with the blocks the test saved, like a worker would ru
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -25,20 +24,15 @@ from flows.registry import magicflow_registry
 from flows.tenant_spec import TenantSpec
 from tests.fixtures.kafka import produce, read_topic, request_bytes, running_listener, statuses_of
 from tests.fixtures.tenants import Reviewer, TenantSystems, everything_prefect_keeps
+from tests.fixtures.waiting import wait_until as wait_for
 from tests.fixtures.workflows import KAFKA_BLOCK_NAME, ServedWorkflows
 
 PROVISIONING = "provision-tenant/tenant-provisioning"
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Polls `condition` until it is truthy; fails the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
+    """Polls every 0.3 s: the runs' states are read from the Prefect API."""
+    return wait_for(condition, timeout_s, what, poll_s=0.3)
 
 
 def read_runs(ids: list[UUID]) -> list[FlowRun]:
