@@ -1,5 +1,6 @@
 """Kafka connection block: brokers, security, topic names and the request-signing secret."""
 
+import asyncio
 import ssl
 from typing import Any, Literal
 
@@ -198,3 +199,32 @@ class KafkaConnection(Block):
             **self.client_options(),
         }
         return AIOKafkaConsumer(*topics, **{**options, **overrides})
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stops a consumer, also when its broker is unreachable.
+
+    aiokafka's ``stop()`` re-raises the cancellation of a fetch it interrupted in its
+    retry back-off (aio-libs/aiokafka#647), which happens whenever the broker is down,
+    and then skips closing the client. That cancellation is not the caller's: this
+    finishes the clean-up and returns. A cancellation of the caller itself propagates.
+
+    Args:
+        consumer: A started (or failed-to-start) consumer.
+
+    Example:
+        >>> async def read_one(kafka: KafkaConnection) -> None:
+        ...     consumer = kafka.get_consumer(kafka.status_topic)
+        ...     await consumer.start()
+        ...     try:
+        ...         await consumer.getone()
+        ...     finally:
+        ...         await stop_consumer(consumer)
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        await consumer._client.close()  # what stop() skipped

@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel, JsonValue, ValidationError
 
-from blocks.kafka import KafkaConnection
+from blocks.kafka import KafkaConnection, stop_consumer
 from magicflow.cli import ExitCode
 from magicflow.jobs import connection
 from magicflow.messages import SIGNATURE_HEADER, RunState, WorkflowRequest, WorkflowStatus, sign
@@ -214,7 +214,7 @@ async def asubmit(
         return SubmitResult(request_id=request.id, statuses=statuses, waited=True)
     finally:
         if consumer is not None:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
 
 def _blocking(function: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:

@@ -44,7 +44,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-from blocks.kafka import KafkaConnection
+from blocks.kafka import KafkaConnection, stop_consumer
 from flows.listener.dead_letters import CONTENT_HEADER, HEADROOM_BYTES, dead_letter
 from flows.listener.failures import is_transient
 from flows.listener.metrics import (
@@ -264,7 +264,7 @@ class RequestListener:
                     pass  # stopped before it could start
                 finally:
                     await self._drain()
-                    await self._consumer.stop()  # leaves the group
+                    await stop_consumer(self._consumer)  # leaves the group
                     await self._producer.stop()
                     if self._admin is not None:
                         await self._admin.close()

@@ -223,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     # The command explains a failure in one line; the Kafka client's own error logs
     # would say the same in many.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # Restored afterwards: a caller in the same process (a notebook) keeps its logging.
+    kafka_client_logger = logging.getLogger("aiokafka")
+    kafka_client_level = kafka_client_logger.level
+    kafka_client_logger.setLevel(logging.CRITICAL)
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -231,3 +234,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:
         return fail(error)
+    finally:
+        kafka_client_logger.setLevel(kafka_client_level)

@@ -183,3 +183,37 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
     # The restarted broker starts empty: what the group committed there is exactly
     # the post-outage requests, each committed once its flow run existed.
     assert await committed_total(kafka) == len(after_ids)
+
+
+async def test_a_listener_stopped_while_its_broker_is_down_stops_cleanly(
+    outage_broker: RestartableBroker,
+    kafka_test_deployments: list[str],
+    kafka_client_logs: CapturedLogs,
+) -> None:
+    # A pod is told to stop during an outage: it must return, not die with the Kafka
+    # client's own cancellation (which it raised from stop() while retrying a fetch).
+    suffix = uuid.uuid4().hex[:8]
+    kafka = KafkaConnection(
+        bootstrap_servers=outage_broker.bootstrap_servers,
+        requests_topic=f"magicflow.requests.{suffix}",
+        status_topic=f"magicflow.status.{suffix}",
+        dead_letter_topic=f"magicflow.requests.dlq.{suffix}",
+        consumer_group=f"magicflow-listener-{suffix}",
+    )
+    ids = [f"stop{suffix}-{n}" for n in range(REQUESTS_PER_PHASE)]
+    await _produce_requests(kafka, ids, BEFORE_PARTITIONS)
+    listener = RequestListener(kafka, test_registry, max_in_flight=4)
+    task = asyncio.create_task(listener.run())
+    try:
+        assert await _wait_for_one_run_each(f"stop{suffix}", ids, task, 180) == ids
+        outage_broker.kill()
+        logged_before_outage = len(kafka_client_logs.records)
+        deadline = time.monotonic() + 120
+        # Stopped once the client is retrying against the dead broker.
+        while len(kafka_client_logs.records) == logged_before_outage:
+            assert time.monotonic() < deadline, "the Kafka client never noticed the outage"
+            await asyncio.sleep(0.2)
+    finally:
+        listener.stop()
+    counts = await asyncio.wait_for(task, 120)
+    assert counts.dispatched == len(ids)

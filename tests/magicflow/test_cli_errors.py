@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from deployments.local_servers import free_port
-from magicflow.cli import MEANING, ExitCode, build_parser
+from magicflow.cli import MEANING, ExitCode, build_parser, main
 from tests.fixtures.kafka import PROJECT_ROOT
 
 
@@ -164,6 +165,21 @@ def test_status_and_down_without_a_stack_say_how_to_start_one(tmp_path: Path) ->
     assert "no stack is recorded" in one_error_line(
         cli("down", "--state-dir", str(tmp_path)), ExitCode.NOT_CONFIGURED
     )
+
+
+def test_the_command_run_in_process_leaves_the_kafka_clients_logging_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A notebook calling the command keeps seeing the Kafka client's own warnings after it.
+    kafka_client_logger = logging.getLogger("aiokafka")
+    before = kafka_client_logger.level
+    kafka_client_logger.setLevel(logging.WARNING)
+    try:
+        assert main(["status", "--state-dir", str(tmp_path)]) == ExitCode.NOT_CONFIGURED
+        assert "magicflow up" in capsys.readouterr().err
+        assert kafka_client_logger.level == logging.WARNING
+    finally:
+        kafka_client_logger.setLevel(before)
 
 
 def test_usage_errors_are_one_line_with_the_fix() -> None:
