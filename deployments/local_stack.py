@@ -6,7 +6,8 @@ Kafka broker, moto, fake-gcs-server, drongo, OpenBao, the Kubernetes emulator an
 the GitLab fake (which auto-approves merge requests), then saves blocks pointing at
 them, creates the work pool, deploys every deployment of ``prefect.yaml``, starts a
 process worker polling every second and runs the listener (with its crash follower)
-through that worker, its metrics and health check on a free port. `stop_stack`
+through that worker, its metrics and health check on a free port (the order, and
+what overlaps, is `deployments.stack_startup`'s). `stop_stack`
 (``magicflow down``) stops every process it recorded, and `read_status`
 (``magicflow status``) reports them.
 
@@ -33,29 +34,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from deployments.local_backends import (
-    GITOPS_PROJECT,
-    apply_stack_blocks,
-    backend_commands,
-    create_gitops_project,
-)
-from deployments.local_deploy import pause_langflow_sync, prepare_work_pool, start_deploy
-from deployments.local_servers import BackendProcess, free_port, http_ready, tcp_ready
+from deployments.local_servers import http_ready, tcp_ready
 
 STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 """Environment variable naming the state folder (default ``.magicflow`` here)."""
@@ -241,7 +231,8 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    """Sends a signal to each PID and to the process group it leads, if any."""
     for pid in pids:
         for kill in (os.killpg, os.kill):
             try:
@@ -265,7 +256,7 @@ def stop_service(service: Service, timeout: float = 15.0) -> bool:
         return [pid for pid in tree if starts[pid] and process_start_ticks(pid) == starts[pid]]
 
     for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
-        _signal_all(alive(), sig)
+        signal_all(alive(), sig)
         deadline = time.monotonic() + timeout / 3
         while alive() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -341,129 +332,6 @@ class Progress:
 
 
 # --- starting ------------------------------------------------------------------------------------
-
-
-def stack_env(stack: Stack, state_dir: Path) -> dict[str, str]:
-    """What every process of the stack (and a user's shell) needs to reach it."""
-    return {
-        "PREFECT_API_URL": stack.prefect_api_url,
-        "PREFECT_HOME": str(state_dir / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-        "PREFECT_LOCAL_STORAGE_PATH": str(state_dir / "results"),
-        "MAGICFLOW_KAFKA_BLOCK": "magicflow",
-    }
-
-
-class _Starter:
-    """Starts processes, records each in ``stack.json`` at once, and undoes it all on failure."""
-
-    def __init__(self, stack: Stack, logs: Path, progress: Progress) -> None:
-        self.stack, self.logs, self.progress = stack, logs, progress
-        self.processes: list[BackendProcess] = []
-        self.helpers: list[subprocess.Popen[bytes]] = []
-        """Short-lived processes (the deploy), killed if ``up`` fails, never recorded."""
-        self.cancelled = False
-        self.lock = threading.Lock()
-
-    def stop_helpers(self) -> None:
-        """Kills the helpers still running (each leads its own process group)."""
-        for helper in self.helpers:
-            if helper.poll() is None:
-                _signal_all(process_tree(helper.pid), signal.SIGKILL)
-                helper.wait()
-
-    def start(
-        self,
-        name: str,
-        argv: list[str],
-        ready: Callable[[], bool],
-        port: int | None,
-        health: str | None,
-        url: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 60.0,
-        cwd: Path | None = None,
-    ) -> Service:
-        def record(process: BackendProcess) -> None:
-            started = process_start_ticks(process.pid) or 0
-            service = Service(name, process.pid, started, port, url, health, str(process.log_path))
-            with self.lock:
-                self.stack.services.append(service)
-                self.stack.save()
-            if self.cancelled:  # Ctrl-C came while this one was being started
-                stop_service(service)
-
-        try:
-            process = BackendProcess(
-                name, argv, ready, self.logs, env=env, timeout=timeout, cwd=cwd, on_start=record
-            )
-        except (RuntimeError, TimeoutError) as error:
-            reason = "exited" if isinstance(error, RuntimeError) else f"not ready in {timeout:g}s"
-            raise StackError(
-                f"{name} {reason}; its log is {self.logs / (name + '.log')}",
-                "read the log; rerun magicflow up (a slow first start may need a second try)",
-            ) from None
-        self.processes.append(process)
-        self.progress(f"{name} ready (pid {process.pid}{f', {url or port}' if port else ''})")
-        return (
-            self.stack.services[-1]
-            if self.stack.services[-1].name == name
-            else next(service for service in self.stack.services if service.name == name)
-        )
-
-
-def _finish_deploy(deploy: subprocess.Popen[bytes], log: Path) -> None:
-    """Waits for the deploy process (`deployments.local_deploy`); raises when it failed."""
-    returncode = deploy.wait(timeout=600)
-    if returncode != 0:
-        raise StackError(
-            f"prefect deploy --all failed (exit {returncode}); its log is {log}",
-            "read the log; magicflow check shows what is wrong in prefect.yaml",
-            "not-configured",
-        )
-
-
-async def _start_listener(
-    parameters: dict[str, object], wait_seconds: float, worker: BackendProcess
-) -> str:
-    """Runs the listener deployment through the worker; returns its flow run id once serving.
-
-    Serving: its flow run is Running and its ``/healthz`` answers 200 (the consumer has
-    its partitions and polls), so a request published now is picked up.
-    """
-    from prefect import get_client
-    from prefect.deployments import run_deployment
-
-    flow_run = await run_deployment(  # type: ignore[misc]
-        LISTENER_DEPLOYMENT, parameters=parameters, timeout=0
-    )
-    healthy = http_ready(f"http://127.0.0.1:{parameters['metrics_port']}/healthz", (200,))
-    deadline = time.monotonic() + wait_seconds
-    async with get_client() as client:
-        while time.monotonic() < deadline:
-            state = (await client.read_flow_run(flow_run.id)).state
-            if state is not None and state.is_running() and healthy():
-                return str(flow_run.id)
-            if state is not None and state.is_final():
-                raise StackError(
-                    f"the listener's flow run {flow_run.id} ended {state.name}: {state.message}",
-                    f"read {worker.log_path}",
-                )
-            if worker.process.poll() is not None:
-                raise StackError(f"the worker exited; its log is {worker.log_path}", "read it")
-            await _sleep(0.2)
-    raise StackError(
-        f"the listener's flow run {flow_run.id} was not serving (/healthz on 127.0.0.1:"
-        f"{parameters['metrics_port']}) after {wait_seconds:g}s",
-        f"read {worker.log_path}",
-    )
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def check_database(url: str) -> None:
@@ -563,10 +431,13 @@ def start_stack(options: StackOptions, say: Say) -> tuple[Stack, bool]:
         api = f"http://127.0.0.1:{options.prefect_port}/api"
         database = options.database_url or f"sqlite+aiosqlite:///{state_dir / 'prefect.db'}"
         stack = Stack(state_dir=str(state_dir), prefect_api_url=api, database=mask_url(database))
+        # Imported here: the start-up sequence builds on this module's records.
+        from deployments.stack_startup import ProcessStarter, start_processes
+
         progress = Progress(say)
-        starter = _Starter(stack, state_dir / "logs", progress)
+        starter = ProcessStarter(stack, state_dir / "logs", progress)
         try:
-            _start(stack, options, state_dir, database, starter, progress)
+            start_processes(stack, options, state_dir, database, starter, progress)
         except BaseException:
             starter.cancelled = True
             starter.stop_helpers()
@@ -574,144 +445,6 @@ def start_stack(options: StackOptions, say: Say) -> tuple[Stack, bool]:
             _stop_all(stack, say)
             raise
         return stack, False
-
-
-def _start(
-    stack: Stack,
-    options: StackOptions,
-    state_dir: Path,
-    database: str,
-    starter: _Starter,
-    progress: Progress,
-) -> None:
-    import asyncio
-
-    logs = state_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    env = stack_env(stack, state_dir)
-    os.environ.update(env)  # this process talks to the stack too (blocks, pool, deploy)
-    stack.save()
-    vault_token = secrets.token_hex(16)
-    if not (options.project_dir / "prefect.yaml").is_file():
-        raise StackError(
-            f"no prefect.yaml in {options.project_dir}",
-            "install magicflow from its checkout (pip install -e .) and run magicflow up there",
-            "not-configured",
-        )
-    # Imports every flow module while the server starts; deploys once the pool exists.
-    deploy_log = logs / "deploy.log"
-    starter.helpers.append(
-        start_deploy(
-            options.project_dir, deploy_log, f"{stack.prefect_api_url}/work_pools/{WORK_POOL}"
-        )
-    )
-    progress(
-        "starting the Prefect server and the backends "
-        "(a first start on a new database runs migrations: ~20 s)"
-    )
-    jobs: list[tuple[str, list[str], str | None, int, str | None, dict[str, str], float]] = [
-        (
-            "prefect-server",
-            [
-                *PREFECT,
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(options.prefect_port),
-            ],
-            f"{stack.prefect_api_url}/health",
-            options.prefect_port,
-            stack.prefect_ui_url,
-            {"PREFECT_API_DATABASE_CONNECTION_URL": database},
-            300.0,
-        )
-    ]
-    for name, (argv, health, port) in backend_commands().items():
-        extra = {}
-        if name == "openbao":
-            extra = {"HOME": str(state_dir / "openbao"), "BAO_DEV_ROOT_TOKEN_ID": vault_token}
-            (state_dir / "openbao").mkdir(exist_ok=True)
-        url = f"127.0.0.1:{port}" if health == "tcp" else f"http://127.0.0.1:{port}"
-        jobs.append((name, argv, health, port, url, extra, 60.0))
-    # Not a `with` block: on Ctrl-C it would wait for the slowest readiness check.
-    pool = ThreadPoolExecutor(len(jobs))
-    futures = [
-        pool.submit(
-            starter.start,
-            name,
-            argv,
-            tcp_ready(port) if health == "tcp" else http_ready(str(health), (200, 204)),
-            port,
-            health,
-            url,
-            extra,
-            timeout,
-        )
-        for name, argv, health, port, url, extra, timeout in jobs
-    ]
-    try:
-        for future in futures:
-            future.result()
-    except BaseException:
-        starter.cancelled = True
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    ports = {service.name: service.port for service in stack.services if service.port}
-    # The deploy process waits for the work pool.
-    asyncio.run(prepare_work_pool(WORK_POOL, progress))
-
-    def save_blocks() -> None:
-        saved = apply_stack_blocks(ports, state_dir, vault_token)
-        progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
-        create_gitops_project(ports["gitlab-fake"])
-        progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
-
-    worker_log = logs / "worker.log"
-    # While prefect deploy runs: the worker starts and the blocks are saved.
-    side_jobs = ThreadPoolExecutor(2)
-    later: list[Future[object]] = [
-        side_jobs.submit(save_blocks),
-        side_jobs.submit(
-            starter.start,
-            "worker",
-            [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
-            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
-            None,
-            None,
-            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
-            timeout=120,
-            cwd=state_dir,
-        ),
-    ]
-    try:
-        _finish_deploy(starter.helpers[0], deploy_log)
-        progress("every deployment of prefect.yaml deployed (prefect deploy --all)")
-        for side_job in later:
-            side_job.result()
-    except BaseException:
-        starter.cancelled = True
-        raise
-    finally:
-        side_jobs.shutdown(wait=False, cancel_futures=True)
-    asyncio.run(pause_langflow_sync(progress))
-    worker = next(process for process in starter.processes if process.name == "worker")
-    max_in_flight = POSTGRES_MAX_IN_FLIGHT if options.database_url else SQLITE_MAX_IN_FLIGHT
-    # A free port rather than prefect.yaml's fixed 9464: another program or a second
-    # stack may hold that one.
-    stack.listener_metrics_port = free_port()
-    stack.save()
-    parameters = listener_parameters(max_in_flight, stack.listener_metrics_port)
-    stack.listener_flow_run_id = asyncio.run(_start_listener(parameters, 180, worker))
-    stack.save()
-    progress(
-        f"listener running through the worker (max_in_flight={max_in_flight}, crash follower "
-        f"inside, metrics {stack.listener_metrics_url}; "
-        f"{stack.prefect_ui_url}/runs/flow-run/{stack.listener_flow_run_id})"
-    )
-    (state_dir / "env").write_text("".join(f"export {key}={value}\n" for key, value in env.items()))
 
 
 def listener_parameters(max_in_flight: int, metrics_port: int) -> dict[str, object]:
