@@ -124,30 +124,84 @@ async def running_at(flow_run_id: str) -> float:
     raise TimeoutError(f"flow run {flow_run_id} never ran")
 
 
-async def via_kafka() -> float:
-    from magicflow.submit import asubmit
+async def until_final(flow_run_id: str) -> None:
+    """Waits until the run is over, so that the next request finds the worker idle."""
+    from prefect import get_client
 
-    began = time.time()
-    result = await asubmit(
-        "tenant-provisioning",
-        spec(f"b-{uuid.uuid4().hex[:8]}"),
-        kafka="magicflow",
+    async with get_client() as client:
+        await until(
+            lambda: client.read_flow_run(uuid.UUID(flow_run_id)),
+            lambda run: run.state is not None and run.state.is_final(),
+            seconds=300,
+        )
+
+
+async def run_of_request(request_id: str) -> str:
+    """The id of the flow run the listener created for a request (found by its tag)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from magicflow.messages import REQUEST_TAG_PREFIX
+
+    wanted = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"{REQUEST_TAG_PREFIX}{request_id}"]))
+    async with get_client() as client:
+        runs = await until(lambda: client.read_flow_runs(flow_run_filter=wanted), bool, 300)
+    return str(runs[0].id)
+
+
+async def via_kafka(kafka: Any, producer: Any) -> float:
+    """From the request's publish (acknowledged by the broker) until its run is Running."""
+    from magicflow.messages import WorkflowRequest
+
+    request = WorkflowRequest(
+        id=f"bench-{uuid.uuid4().hex}",
+        workflow="tenant-provisioning",
+        parameters=spec(f"b-{uuid.uuid4().hex[:8]}"),
         dry_run=True,
-        wait=True,
-        timeout_seconds=300,
+        requested_by="bench",
     )
-    assert result.final is not None and result.final.flow_run_id, result.statuses
-    return await running_at(result.final.flow_run_id) - began
+    began = time.time()
+    await producer.send_and_wait(
+        kafka.requests_topic, request.model_dump_json().encode(), key=request.id.encode()
+    )
+    flow_run_id = await run_of_request(request.id)
+    elapsed = await running_at(flow_run_id) - began
+    await until_final(flow_run_id)
+    return elapsed
 
 
 async def via_prefect() -> float:
+    """From ``run_deployment``'s call until its run is Running."""
     from prefect.deployments import run_deployment
 
     began = time.time()
     flow_run = await run_deployment(  # type: ignore[misc]
         DEPLOYMENT, parameters={**spec(f"p-{uuid.uuid4().hex[:8]}"), "dry_run": True}, timeout=0
     )
-    return await running_at(str(flow_run.id)) - began
+    elapsed = await running_at(str(flow_run.id)) - began
+    await until_final(str(flow_run.id))
+    return elapsed
+
+
+async def request_paths(count: int) -> tuple[list[float], list[float]]:
+    """``count`` pairs, one at a time and alternating: Kafka, then ``run_deployment``."""
+    from blocks.kafka import KafkaConnection
+
+    kafka = await KafkaConnection.aload("magicflow")
+    producer = kafka.get_producer()
+    await producer.start()
+    kafka_s: list[float] = []
+    prefect_s: list[float] = []
+    try:
+        for index in range(count):
+            kafka_s.append(await via_kafka(kafka, producer))
+            prefect_s.append(await via_prefect())
+            print(
+                f"{index + 1}: kafka {kafka_s[-1]:.2f} s, prefect {prefect_s[-1]:.2f} s", flush=True
+            )
+    finally:
+        await producer.stop()
+    return kafka_s, prefect_s
 
 
 def load_stack_env(state_dir: Path) -> None:
@@ -344,11 +398,7 @@ def main() -> None:
             raise SystemExit(f"magicflow up failed: {up.stderr}")
         try:
             load_stack_env(state_dir)
-            kafka, prefect = [], []
-            for index in range(args.requests):
-                kafka.append(asyncio.run(via_kafka()))
-                prefect.append(asyncio.run(via_prefect()))
-                print(f"{index + 1}: kafka {kafka[-1]:.2f} s, prefect {prefect[-1]:.2f} s")
+            kafka, prefect = asyncio.run(request_paths(args.requests))
         finally:
             magicflow("down", "--state-dir", str(state_dir))
     kafka_p50, prefect_p50 = statistics.median(kafka), statistics.median(prefect)

@@ -66,9 +66,12 @@ from deployments.local_stack import (
     signal_all,
     stop_service,
 )
+from deployments.prefect_when_ready import command_argv
 
 DEPLOY_SECONDS = 600.0
 """How long the deploy process may take, imports included."""
+WORKER_SECONDS = 420.0
+"""How long the worker may take to start, the Prefect server's own start included."""
 LISTENER_SERVING_SECONDS = 180.0
 """How long the listener's flow run may take to answer ``/healthz`` once created."""
 
@@ -212,7 +215,33 @@ def start_processes(
         "starting the Prefect server and the backends "
         "(a first start on a new database runs migrations: ~20 s)"
     )
-    _start_servers(stack, options, state_dir, database, vault_token, starter)
+    # The blocks' SDKs take seconds to import: done while the server starts, not after.
+    threading.Thread(target=_import_for_blocks, name="import-blocks", daemon=True).start()
+    # So does the worker's start: it imports now and polls once the work pool exists.
+    worker_log, pool_url = logs / "worker.log", f"{stack.prefect_api_url}/work_pools/{WORK_POOL}"
+    side_jobs = ThreadPoolExecutor(2)
+    later: list[Future[object]] = [
+        side_jobs.submit(
+            starter.start,
+            "worker",
+            command_argv(
+                pool_url,
+                ["prefect.cli.worker", "prefect.workers.process"],
+                ["worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
+            ),
+            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
+            None,
+            None,
+            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
+            timeout=WORKER_SECONDS,
+            cwd=state_dir,
+        )
+    ]
+    try:
+        _start_servers(stack, options, state_dir, database, vault_token, starter)
+    except BaseException:
+        side_jobs.shutdown(wait=False, cancel_futures=True)
+        raise
     ports = {service.name: service.port for service in stack.services if service.port}
     # The deploy process waits for the work pool.
     asyncio.run(prepare_work_pool(WORK_POOL, progress))
@@ -223,23 +252,8 @@ def start_processes(
         create_gitops_project(ports["gitlab-fake"])
         progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
 
-    worker_log = logs / "worker.log"
-    # While the deployments are created: the worker starts and the blocks are saved.
-    side_jobs = ThreadPoolExecutor(2)
-    later: list[Future[object]] = [
-        side_jobs.submit(save_blocks),
-        side_jobs.submit(
-            starter.start,
-            "worker",
-            [*PREFECT, "worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
-            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
-            None,
-            None,
-            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
-            timeout=120,
-            cwd=state_dir,
-        ),
-    ]
+    # While the deployments are created: the blocks are saved (and the worker starts).
+    later.append(side_jobs.submit(save_blocks))
     try:
         _wait_for_first_deployment(deploy, deploy_log, listener_deployed)
         progress(f"{LISTENER_DEPLOYMENT} deployed (the other deployments follow)")
@@ -277,6 +291,17 @@ def start_processes(
         f"{stack.prefect_ui_url}/runs/flow-run/{stack.listener_flow_run_id})"
     )
     (state_dir / "env").write_text("".join(f"export {key}={value}\n" for key, value in env.items()))
+
+
+def _import_for_blocks() -> None:
+    """Imports what saving the stack's blocks needs (their SDKs), ahead of time."""
+    import importlib
+
+    import blocks
+
+    for module in ("deployments.blocks_config", "prefect.deployments", "prefect_aws"):
+        importlib.import_module(module)
+    blocks.ALL_BLOCKS  # noqa: B018 - imports every block module of our own
 
 
 def _start_servers(

@@ -226,6 +226,62 @@ def test_deploy_all_creates_every_deployment_with_explicit_pull_steps(
     assert deployments["probe"].description.startswith("Says where it ran")
 
 
+def comparable(stored: Any) -> Any:
+    """A stored deployment as plain data, without what any write changes (times, ids of
+    schedules a redeploy recreates, the worker's polling status)."""
+    if isinstance(stored, dict):
+        return {
+            key: comparable(value)
+            for key, value in stored.items()
+            if key not in {"updated", "last_polled", "status", "id", "created"}
+        }
+    if isinstance(stored, list):
+        return [comparable(value) for value in stored]
+    return stored
+
+
+def test_the_local_stacks_deploy_stores_what_prefect_deploy_stored(
+    deployed: dict[str, Any], tmp_path: Path
+) -> None:
+    # magicflow up deploys with deployments.local_deploy: Prefect's own per-deployment
+    # step, the listener first and the others three at a time. Run over what
+    # `prefect deploy --all` stored, it must change nothing but write times.
+    (tmp_path / "prefect.yaml").write_text(
+        (PROJECT_ROOT / "prefect.yaml").read_text() + TEST_DEPLOYMENTS
+    )
+    first_deployed = tmp_path / "first-deployed"
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.local_deploy", "--first", "listener",
+         "--first-deployed", str(first_deployed),
+         "--ready-url", f"{PREFECT_API_URL.value()}/work_pools/{POOL}"],
+        cwd=tmp_path,
+        env=deploy_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert first_deployed.read_text() == "listener\n"
+    finished = [
+        line.split()[1] for line in done.stdout.splitlines() if line.startswith("deployed ")
+    ]
+    assert finished[0] == "listener" and sorted(finished) == sorted(deployed["deployments"])
+
+    async def read_all() -> dict[str, Any]:
+        async with get_client() as client:
+            return {d.name: d for d in await client.read_deployments()}
+
+    again = asyncio.run(read_all())
+    assert set(again) == set(deployed["deployments"])
+    for name, before in deployed["deployments"].items():
+        after = again[name]
+        assert after.id == before.id, name  # updated in place, as a redeploy does
+        assert comparable(after.model_dump(mode="json")) == comparable(
+            before.model_dump(mode="json")
+        ), name
+
+
 def test_a_worker_in_another_directory_runs_the_deployments_to_completed(
     deployed: dict[str, Any], start_worker: Callable[..., BackendProcess]
 ) -> None:
