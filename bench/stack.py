@@ -6,10 +6,12 @@ In one run, on this machine:
     ready: every server answers, deployments are deployed, the worker and the listener
     run), against ``prefect server start`` alone on a new SQLite database until
     ``/api/health`` answers. Both start from nothing (migrations included).
-(b) With that stack: a request published to Kafka until its flow run is Running in
-    the process worker, against Prefect's own ``run_deployment`` until Running with
-    the same worker, one at a time, alternating. "Running" is the timestamp of the
-    run's RUNNING state in Prefect's state history. The workflow is a dry run of
+(b) With that stack: a request published to Kafka (the clock starts before the
+    publish, on a producer started once) until its flow run is Running in the process
+    worker, against Prefect's own ``run_deployment`` (the clock starts before the
+    call) until Running with the same worker, one at a time, alternating, each run
+    waited for to its end before the next. "Running" is the timestamp of the run's
+    RUNNING state in Prefect's state history. The workflow is a dry run of
     ``tenant-provisioning`` with a spec naming no system (every system ``skipped``),
     so runs are short and nothing but the dispatch path is measured.
 
