@@ -9,7 +9,8 @@ deploys with the very code ``prefect deploy --all`` runs for each deployment
 (`deploy_all`: Prefect's own loading of prefect.yaml and its per-deployment deploy
 step, so names, parameters, schedules, concurrency, pull steps and job variables are
 the same), one deployment first (the listener, so ``magicflow up`` can start it) and
-the others `DEPLOY_CONCURRENCY` at a time. Its output goes to ``deploy.log`` in the
+the others `DEPLOY_CONCURRENCY` at a time on PostgreSQL (one at a time on SQLite,
+which locks under concurrent writes). Its output goes to ``deploy.log`` in the
 state folder. `prepare_work_pool` creates the pool; `pause_langflow_sync` pauses the
 one schedule the stack cannot serve.
 
@@ -46,8 +47,12 @@ LANGFLOW_SYNC_DEPLOYMENT = "langflow-sync"
 """Deployed but with its schedule paused: the stack has no LangFlow (a 2 GB install of its
 own, with pins of its own), so it saves no ``langflow`` block for it."""
 DEPLOY_CONCURRENCY = 3
-"""Deployments created at once after the first: each is a few API calls that mostly
-wait on the server; more at once would only lock SQLite longer."""
+"""Deployments created at once after the first, on PostgreSQL: each is a few API calls
+that mostly wait on the server."""
+SQLITE_DEPLOY_CONCURRENCY = 1
+"""On SQLite, one at a time: with three at once (and the worker, the blocks and the
+listener writing too), a run at load average ~10 had the server answer ``database is
+locked`` and three deployments each took ~70 s of the client's retries."""
 
 
 def entrypoint_modules(prefect_yaml: Path) -> list[str]:
@@ -77,6 +82,7 @@ def start_deploy(
     ready_url: str,
     first: str | None = None,
     first_deployed: Path | None = None,
+    concurrency: int = DEPLOY_CONCURRENCY,
 ) -> subprocess.Popen[bytes]:
     """Starts the deploy process; it deploys once ``ready_url`` answers 200.
 
@@ -86,11 +92,13 @@ def start_deploy(
         ready_url: What must answer 200 first (the work pool on the Prefect API).
         first: The deployment (its ``name`` in prefect.yaml) to deploy before the others.
         first_deployed: A file written once ``first`` is deployed.
+        concurrency: How many of the others are deployed at once.
 
     Returns:
         The process (in a session of its own); exit 0 when every deployment was deployed.
     """
     argv = [sys.executable, "-m", "deployments.local_deploy", "--ready-url", ready_url]
+    argv += ["--concurrency", str(concurrency)]
     if first is not None:
         argv += ["--first", first]
     if first_deployed is not None:
@@ -271,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--first-deployed", type=Path, default=None, help="written once --first is deployed"
     )
+    parser.add_argument(
+        "--concurrency", type=int, default=DEPLOY_CONCURRENCY, help="deployments at once"
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     importlib.import_module("prefect.cli")
@@ -285,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         time.sleep(0.1)
     began = time.monotonic()
     try:
-        deployed = asyncio.run(deploy_all(Path("prefect.yaml"), args.first, args.first_deployed))
+        deployed = asyncio.run(
+            deploy_all(Path("prefect.yaml"), args.first, args.first_deployed, args.concurrency)
+        )
     except DeployError as error:
         raise SystemExit(str(error)) from None
     print(f"{len(deployed)} deployments deployed in {time.monotonic() - began:.1f}s", flush=True)

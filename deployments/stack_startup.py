@@ -6,7 +6,8 @@
    line and every flow while the servers start;
 2. the Prefect server and every backend at once (`ProcessStarter`, one thread each);
 3. once the server answers: the work pool; then, side by side, the blocks, the worker
-   and the deployments (the listener's first, the others a few at a time);
+   and the deployments (the listener's first; the others three at a time on
+   PostgreSQL, one at a time on SQLite);
 4. once the listener's deployment, the blocks and the worker are there: the
    listener's flow run, whose process imports every workflow while the other
    deployments are still being created;
@@ -46,7 +47,13 @@ from deployments.local_backends import (
     backend_commands,
     create_gitops_project,
 )
-from deployments.local_deploy import pause_langflow_sync, prepare_work_pool, start_deploy
+from deployments.local_deploy import (
+    DEPLOY_CONCURRENCY,
+    SQLITE_DEPLOY_CONCURRENCY,
+    pause_langflow_sync,
+    prepare_work_pool,
+    start_deploy,
+)
 from deployments.local_servers import BackendProcess, free_port, http_ready, tcp_ready
 from deployments.local_stack import (
     LISTENER_DEPLOYMENT,
@@ -209,6 +216,7 @@ def start_processes(
         f"{stack.prefect_api_url}/work_pools/{WORK_POOL}",
         first=LISTENER_DEPLOYMENT.rpartition("/")[2],
         first_deployed=listener_deployed,
+        concurrency=DEPLOY_CONCURRENCY if options.database_url else SQLITE_DEPLOY_CONCURRENCY,
     )
     starter.helpers.append(deploy)
     progress(

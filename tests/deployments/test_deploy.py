@@ -35,6 +35,7 @@ from prefect.states import Cancelled
 
 from blocks import KafkaConnection
 from deployments.automations import ZOMBIE_AUTOMATION_NAME
+from deployments.local_deploy import deploy_all
 from deployments.local_servers import BackendProcess
 from flows.listener.crashes import follow_crashed_runs
 from magicflow.cli import ExitCode
@@ -243,29 +244,18 @@ def comparable(stored: Any) -> Any:
 def test_the_local_stacks_deploy_stores_what_prefect_deploy_stored(
     deployed: dict[str, Any], tmp_path: Path
 ) -> None:
-    # magicflow up deploys with deployments.local_deploy: Prefect's own per-deployment
-    # step, the listener first and the others three at a time. Run over what
+    # magicflow up deploys with deployments.local_deploy (in its own process there; here
+    # in this one, whose flows are imported already): Prefect's own per-deployment step,
+    # the listener first and the others three at a time. Run over what
     # `prefect deploy --all` stored, it must change nothing but write times.
     (tmp_path / "prefect.yaml").write_text(
         (PROJECT_ROOT / "prefect.yaml").read_text() + TEST_DEPLOYMENTS
     )
     first_deployed = tmp_path / "first-deployed"
-    done = subprocess.run(
-        [sys.executable, "-m", "deployments.local_deploy", "--first", "listener",
-         "--first-deployed", str(first_deployed),
-         "--ready-url", f"{PREFECT_API_URL.value()}/work_pools/{POOL}"],
-        cwd=tmp_path,
-        env=deploy_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    finished = asyncio.run(
+        deploy_all(tmp_path / "prefect.yaml", first="listener", first_deployed=first_deployed)
+    )
     assert first_deployed.read_text() == "listener\n"
-    finished = [
-        line.split()[1] for line in done.stdout.splitlines() if line.startswith("deployed ")
-    ]
     assert finished[0] == "listener" and sorted(finished) == sorted(deployed["deployments"])
 
     async def read_all() -> dict[str, Any]:
