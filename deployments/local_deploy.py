@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments.local_servers import http_ready
+from deployments.prefect_when_ready import wait_until_ready
 
 READY_TIMEOUT_SECONDS = 300.0
 """How long the deploy process waits for the server and its work pool."""
@@ -289,11 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for module in entrypoint_modules(Path("prefect.yaml")):
         importlib.import_module(module)
     print(f"imported in {time.monotonic() - began:.1f}s; waiting for {args.ready_url}", flush=True)
-    ready, deadline = http_ready(args.ready_url), time.monotonic() + READY_TIMEOUT_SECONDS
-    while not ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{args.ready_url} did not answer 200 in {READY_TIMEOUT_SECONDS:g}s")
-        time.sleep(0.1)
+    wait_until_ready(args.ready_url, READY_TIMEOUT_SECONDS)
     began = time.monotonic()
     try:
         deployed = asyncio.run(

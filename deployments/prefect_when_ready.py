@@ -50,6 +50,23 @@ def command_argv(ready_url: str, imports: Sequence[str], command: Sequence[str])
     return [*argv, "--", *command]
 
 
+def wait_until_ready(url: str, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    """Polls ``url`` until it answers 200.
+
+    Args:
+        url: What must answer.
+        timeout: Seconds before giving up.
+
+    Raises:
+        SystemExit: It did not answer in time (this module runs as a process of its own).
+    """
+    ready, deadline = http_ready(url), time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer 200 in {timeout:g}s")
+        time.sleep(0.1)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Imports, waits for ``--ready-url``, then runs the ``prefect`` command given after ``--``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -65,11 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for module in args.imports:
         importlib.import_module(module)
     print(f"imported in {time.monotonic() - began:.1f}s; waiting for {args.ready_url}", flush=True)
-    ready, deadline = http_ready(args.ready_url), time.monotonic() + READY_TIMEOUT_SECONDS
-    while not ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{args.ready_url} did not answer 200 in {READY_TIMEOUT_SECONDS:g}s")
-        time.sleep(0.1)
+    wait_until_ready(args.ready_url)
     from prefect.cli import app
 
     sys.argv = ["prefect", *command]
