@@ -35,7 +35,10 @@ Example:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID, uuid4
@@ -60,6 +63,10 @@ from magicflow.recovery import SCRATCH_PREFIX, RestoreCheck, scratch_name
 
 TARGET_ARTIFACT_PREFIX = "dr-target-"
 """Each target's latest result is the table artifact keyed ``dr-target-<target name>``."""
+PUBLISHING_THREADS = 4
+"""Threads writing the targets' artifacts while other targets run."""
+PROGRESS_EVERY_S = 1.0
+"""The progress artifact is updated at most this often (and when the last target ends)."""
 
 REPORT_ARTIFACT_KEY = "dr-validation"
 """Key of the run's report artifacts (table and ``-report`` Markdown)."""
@@ -258,7 +265,14 @@ def _why(error: BaseException) -> str:
     return str(error) if isinstance(error, MagicFlowError) else type(error).__name__
 
 
-@task(name="validate-dr-target", task_run_name="validate {target.name}", cache_policy=NO_CACHE)
+# The target's result goes into the report (the flow's persisted result) and its own
+# artifact; stored again on its own, nothing would read it.
+@task(
+    name="validate-dr-target",
+    task_run_name="validate {target.name}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def validate_dr_target(
     target: DrTarget, restore_test: bool, scratch: str, flow_run_id: UUID | None = None
 ) -> TargetResult:
@@ -274,8 +288,8 @@ def validate_dr_target(
         flow_run_id: The validation run, recorded in the result.
 
     Returns:
-        The target's result, also published as the table artifact
-        ``dr-target-<name>``; failures are in ``problems``, never raised.
+        The target's result (the flow publishes it as the table artifact
+        ``dr-target-<name>``); failures are in ``problems``, never raised.
     """
     problems: list[str] = []
     point: RecoveryPoint | None = None
@@ -323,15 +337,16 @@ def validate_dr_target(
         checked_at=now,
         flow_run_id=flow_run_id,
     )
-    # Published here, as each target finishes, rather than by the flow at the end: the
-    # targets' artifacts are written concurrently instead of one after another.
+    return result
+
+
+def _publish_target(result: TargetResult) -> None:
     row = result.row()
     create_table_artifact(
         table=[row],
         key=f"{TARGET_ARTIFACT_PREFIX}{result.target}",
         description=f"DR validation of {result.target}: {row['result']}",
     )
-    return result
 
 
 @task(name="sweep-dr-scratch", cache_policy=NO_CACHE)
@@ -486,7 +501,11 @@ def validate_dr_backups(
         create_progress_artifact(progress=0.0, description=f"0 of {len(parsed)} targets done"),
     )
     runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max_concurrency)
-    with runner:
+    # Each target's artifact is written as the target finishes, by threads of its own:
+    # an API round trip that holds no target's slot. Each call runs in a copy of this
+    # run's context, so the artifact belongs to this flow run.
+    publisher = ThreadPoolExecutor(max_workers=PUBLISHING_THREADS, thread_name_prefix="dr-publish")
+    with runner, publisher:
         futures: list[PrefectFuture[TargetResult]] = [
             runner.submit(
                 validate_dr_target,
@@ -499,13 +518,21 @@ def validate_dr_backups(
             )
             for target in parsed
         ]
-        for done, _ in enumerate(as_completed(futures), start=1):
-            update_progress_artifact(
-                progress,
-                progress=100.0 * done / len(futures),
-                description=f"{done} of {len(futures)} targets done",
-            )
+        published: list[Future[None]] = []
+        updated = time.monotonic()
+        for done, future in enumerate(as_completed(futures), start=1):
+            published.append(publisher.submit(copy_context().run, _publish_target, future.result()))
+            # At most one progress update a second (and the last): each is a round trip.
+            if done == len(futures) or time.monotonic() - updated >= PROGRESS_EVERY_S:
+                update_progress_artifact(
+                    progress,
+                    progress=100.0 * done / len(futures),
+                    description=f"{done} of {len(futures)} targets done",
+                )
+                updated = time.monotonic()
         results = [future.result() for future in futures]
+        for publishing in published:
+            publishing.result()
     report = DrValidationReport(
         flow_run_id=run_id, started=started, restore_test=restore_test, results=results
     )

@@ -107,6 +107,10 @@ def job(
             # also reuse a result when only a SecretStr input changed (it hashes
             # them masked), silently skipping a rotation.
             cache_policy=NO_CACHE,
+            # Nothing reads a job's result back (it is never cached), so it is not
+            # written to result storage: a workflow that persists its own result would
+            # otherwise store every job's too, a file write per job run.
+            persist_result=False,
             retries=retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=2),
             retry_jitter_factor=0.5,
