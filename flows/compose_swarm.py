@@ -132,10 +132,10 @@ class OpenSwarm:
         self._paused = False  # the dispatcher waits in a pause: an ending item saves itself
         self._progress_at = 0.0
         self._progress_lock = threading.Lock()
-        # One client for the progress artifact, one for the watcher (its own thread):
-        # each new client costs a TLS context, on the CPU the items need.
+        # The watcher's client (then the close's): one for the swarm's life, since each
+        # new client costs a TLS context on the CPU the items need.
         self._clients = contextlib.ExitStack()
-        self._progress_client = self._clients.enter_context(get_client(sync_client=True))
+        self._client = self._clients.enter_context(get_client(sync_client=True))
         # Finished items' results, saved together under one key (see `save_results`).
         self._results_key = f"compose:{run.flow_run_id}:{path or ROOT}:items"
         # The flow's result storage, records written whole (as a persisted task's are).
@@ -149,7 +149,8 @@ class OpenSwarm:
         )
         self._watched_control: Control = "run"
         self._done_watching = threading.Event()
-        # The control is read by a watcher of its own: a slow API never slows the dispatch.
+        # A watcher of its own reads the control, saves the results and updates the
+        # progress: the dispatcher makes no API call, so a slow API never slows it.
         self._watcher = threading.Thread(
             target=contextvars.copy_context().run,
             args=(self._watch_control,),
@@ -167,21 +168,23 @@ class OpenSwarm:
         self._dispatcher.start()
 
     def _watch_control(self) -> None:
-        with get_client(sync_client=True) as client:
-            while not self._done_watching.is_set():
-                try:
-                    self._watched_control = self.run.control(client)
-                except Exception as error:  # an API hiccup: keep the last answer, try again
-                    get_run_logger().warning("Could not read the control: %s", reason_for(error))
-                if self._watched_control == "cancel" and self._stopped is None:
-                    # Cancel needs no pause point: no item starts from now on.
-                    where = f"cancelled before {join_path(self.path, 'items')}[{self._next}]"
-                    self._stopped = CompositionCancelledError("composition", where)
-                    self._update_progress(force=True)
-                if self._watched_control != "run":
-                    with self._changed:
-                        self._changed.notify_all()  # the dispatcher pauses or stops now
-                self._done_watching.wait(CONTROL_READ_SECONDS)
+        while not self._done_watching.is_set():
+            try:
+                self._watched_control = self.run.control(self._client)
+            except Exception as error:  # an API hiccup: keep the last answer, try again
+                get_run_logger().warning("Could not read the control: %s", reason_for(error))
+            if self._watched_control == "cancel" and self._stopped is None:
+                # Cancel needs no pause point: no item starts from now on.
+                where = f"cancelled before {join_path(self.path, 'items')}[{self._next}]"
+                self._stopped = CompositionCancelledError("composition", where)
+                self._update_progress(force=True)
+            if self._watched_control != "run":
+                with self._changed:
+                    self._changed.notify_all()  # the dispatcher pauses or stops now
+            if self._unsaved and time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
+                self.save_results()
+            self._update_progress()
+            self._done_watching.wait(CONTROL_READ_SECONDS)
 
     def feed(self, *items: Signature, checked: bool = False) -> None:
         """Adds signatures to the running swarm.
@@ -315,15 +318,12 @@ class OpenSwarm:
         """Submits items in order as slots free up, until closed and fed out, or stopped.
 
         Woken by an item's end (or a feed, the close, a control change, at the latest
-        every `CONTROL_READ_SECONDS`), it first saves results and updates the progress
-        when they are due, then submits one item per free slot.
+        every `CONTROL_READ_SECONDS`), it submits one item per free slot; it calls the
+        API only to pause.
         """
         while True:
             with self._changed:
                 self._changed.wait_for(self._dispatch_due, timeout=CONTROL_READ_SECONDS)
-            if self._unsaved and time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
-                self.save_results()
-            self._update_progress()
             if self._should_stop():
                 return
             with self._changed:
@@ -467,7 +467,7 @@ class OpenSwarm:
             progress = 100.0 * finished / len(self.items) if self.items else 100.0
             try:
                 update = ArtifactUpdate(data=progress, description=self._describe())
-                self._progress_client.update_artifact(self._progress_id, update)
+                self._client.update_artifact(self._progress_id, update)
             except Exception as error:  # progress is for people watching; never fail a step
                 get_run_logger().warning(
                     "Could not update the swarm's progress: %s", reason_for(error)
