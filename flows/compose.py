@@ -17,9 +17,9 @@ What Prefect keeps for the composition (Prefect is the only state store):
   result storage and runs it again never; a workflow step reuses its run through
   `run_deployment`'s idempotency key, the same string. Jobs are otherwise never
   cached (`magicflow.jobs`); this key cannot outlive the composition run.
-- A swarm's bound is a semaphore inside the run: at most ``max_concurrency`` of its
-  task runs are submitted and unfinished at any time; its progress is a progress
-  artifact (``done/total``).
+- A swarm's bound is kept inside the run, by one dispatcher thread: at most
+  ``max_concurrency`` of its task runs are submitted and unfinished at any time; its
+  progress is a progress artifact (``done/total``).
 - Pause, resume and cancel (`magicflow compose pause|resume|cancel RUN`, the API in
   `flows.compose_control`, or the Prefect Variable ``compose-control-<run id>``
   edited in the UI): the composition reads its control between steps (a swarm,
@@ -82,6 +82,8 @@ from magicflow.messages import reason_for
 from magicflow.workflows import workflow
 
 if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
     from flows.compose_swarm import OpenSwarm
 
 CONTROL_PREFIX = "compose-control-"
@@ -257,9 +259,20 @@ class CompositionRun:
 
     # control -----------------------------------------------------------------
 
-    def control(self) -> Control:
-        """The run's control (``run``, ``pause`` or ``cancel``), read from its Variable."""
-        value = Variable.get(control_variable(self.flow_run_id), default="run")
+    def control(self, client: SyncPrefectClient | None = None) -> Control:
+        """The run's control (``run``, ``pause`` or ``cancel``), read from its Variable.
+
+        Args:
+            client: An open client to read it with; a reader that asks often (a swarm's
+                watcher) keeps one, since each new client costs a TLS context on the CPU.
+        """
+        name = control_variable(self.flow_run_id)
+        value: Any
+        if client is None:
+            value = Variable.get(name, default="run")
+        else:
+            variable = client.read_variable_by_name(name)
+            value = "run" if variable is None else variable.value
         return _CONTROLS.get(str(value), "run")
 
     def between_steps(self, path: str) -> None:

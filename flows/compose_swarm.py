@@ -1,9 +1,10 @@
 """A swarm while it runs: items started as slots free up, fed more while open, results in order.
 
 `OpenSwarm` is how the ``compose`` workflow (`flows.compose`) runs a swarm: at most
-``max_concurrency`` items are submitted and unfinished at once (a semaphore), an
-item that ends well hands its slot straight to the next one, a watcher reads the
-run's control (pause, cancel) and the failure budget stops what has not started.
+``max_concurrency`` items are submitted and unfinished at once, one dispatcher thread
+starts an item per freed slot (an item's end only records it and wakes the
+dispatcher), a watcher reads the run's control (pause, cancel) and the failure
+budget stops what has not started.
 Finished items' results are saved together in one record, read again by a retried
 or resumed run so that nothing finished runs twice. A progress artifact shows
 ``done/total``.
@@ -30,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import threading
@@ -37,8 +39,9 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect import get_client, get_run_logger
+from prefect.artifacts import create_progress_artifact
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.futures import PrefectFuture
 from prefect.results import ResultRecord, get_result_store
 from prefect.states import State
@@ -98,9 +101,13 @@ def completed_result(future: PrefectFuture[Any]) -> Any:
 class OpenSwarm:
     """A swarm that runs while it is fed: `feed` adds signatures, `close` waits for the rest.
 
-    Items start as soon as a slot is free (a semaphore of ``max_concurrency``); once
-    ``stop_after_n_failures`` items failed, the items not started are cancelled.
-    Results come back in the order the items were fed.
+    At most ``max_concurrency`` items are submitted and unfinished at once. One
+    dispatcher thread submits them: an item's end only records its result and wakes
+    the dispatcher, which starts as many items as slots are free (a batch when several
+    ended meanwhile) and keeps the saved results and the progress artifact up to date.
+    The items' worker threads never submit, so they never wait on the task runner's
+    locks while holding a slot. Once ``stop_after_n_failures`` items failed, the items
+    not started are cancelled. Results come back in the order the items were fed.
 
     Args:
         run: The composition run.
@@ -117,15 +124,18 @@ class OpenSwarm:
         self.inputs: dict[int, Any] = {}
         self.outcome: dict[int, str] = {}
         self.futures: dict[int, PrefectFuture[Any]] = {}
-        self._slots = threading.BoundedSemaphore(node.max_concurrency)
+        self._in_flight = 0  # items claimed and not finished: at most max_concurrency
         self._changed = threading.Condition()
         self._closed = False
         self._next = 0
         self._stopped: BaseException | None = None
-        self._starting = 0  # items claimed and not yet submitted
-        self._context = contextvars.copy_context()
+        self._paused = False  # the dispatcher waits in a pause: an ending item saves itself
         self._progress_at = 0.0
         self._progress_lock = threading.Lock()
+        # The watcher's client (then the close's): one for the swarm's life, since each
+        # new client costs a TLS context on the CPU the items need.
+        self._clients = contextlib.ExitStack()
+        self._client = self._clients.enter_context(get_client(sync_client=True))
         # Finished items' results, saved together under one key (see `save_results`).
         self._results_key = f"compose:{run.flow_run_id}:{path or ROOT}:items"
         # The flow's result storage, records written whole (as a persisted task's are).
@@ -139,7 +149,8 @@ class OpenSwarm:
         )
         self._watched_control: Control = "run"
         self._done_watching = threading.Event()
-        # The control is read by a watcher of its own: a slow API never slows the dispatch.
+        # A watcher of its own reads the control, saves the results and updates the
+        # progress: the dispatcher makes no API call, so a slow API never slows it.
         self._watcher = threading.Thread(
             target=contextvars.copy_context().run,
             args=(self._watch_control,),
@@ -147,6 +158,7 @@ class OpenSwarm:
             daemon=True,
         )
         self._watcher.start()
+        # The dispatcher submits in the flow run's context (copied), as the flow would.
         self._dispatcher = threading.Thread(
             target=contextvars.copy_context().run,
             args=(self._dispatch,),
@@ -158,7 +170,7 @@ class OpenSwarm:
     def _watch_control(self) -> None:
         while not self._done_watching.is_set():
             try:
-                self._watched_control = self.run.control()
+                self._watched_control = self.run.control(self._client)
             except Exception as error:  # an API hiccup: keep the last answer, try again
                 get_run_logger().warning("Could not read the control: %s", reason_for(error))
             if self._watched_control == "cancel" and self._stopped is None:
@@ -166,6 +178,12 @@ class OpenSwarm:
                 where = f"cancelled before {join_path(self.path, 'items')}[{self._next}]"
                 self._stopped = CompositionCancelledError("composition", where)
                 self._update_progress(force=True)
+            if self._watched_control != "run":
+                with self._changed:
+                    self._changed.notify_all()  # the dispatcher pauses or stops now
+            if self._unsaved and time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
+                self.save_results()
+            self._update_progress()
             self._done_watching.wait(CONTROL_READ_SECONDS)
 
     def feed(self, *items: Signature, checked: bool = False) -> None:
@@ -230,15 +248,13 @@ class OpenSwarm:
             self._closed = True
             self._changed.notify_all()
         self._dispatcher.join()
+        with self._changed:  # the items under way when the dispatcher stopped
+            self._changed.wait_for(lambda: self._in_flight == 0)
         self._done_watching.set()
-        for future in list(self.futures.values()):
-            future.wait()
-        with self._changed:
-            self._changed.wait_for(
-                lambda: not self._starting and len(self.outcome) >= len(self.futures)
-            )
+        self._watcher.join()
         self.save_results()
         self._update_progress(force=True)
+        self._clients.close()
         for index, item in enumerate(self.items):
             item_path = f"{join_path(self.path, 'items')}[{index}]"
             outcome = self.outcome.get(index, "cancelled")
@@ -289,29 +305,38 @@ class OpenSwarm:
         budget = self.node.stop_after_n_failures
         return budget is not None and len(self.errors) >= budget
 
+    def _dispatch_due(self) -> bool:
+        """Whether the dispatcher has work: free slots and items, an end, or a stop."""
+        return (
+            self._stopped is not None
+            or self._watched_control != "run"
+            or (self._closed and self._next >= len(self.items))
+            or (self._in_flight < self.node.max_concurrency and self._next < len(self.items))
+        )
+
     def _dispatch(self) -> None:
-        """Submits items in order, each when a slot frees up, until closed and fed out."""
+        """Submits items in order as slots free up, until closed and fed out, or stopped.
+
+        Woken by an item's end (or a feed, the close, a control change, at the latest
+        every `CONTROL_READ_SECONDS`), it submits one item per free slot; it calls the
+        API only to pause.
+        """
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._next < len(self.items) or self._closed)
-                if self._next >= len(self.items):
-                    return
-            while not self._slots.acquire(timeout=CONTROL_READ_SECONDS):
-                if self._should_stop():
-                    return
+                self._changed.wait_for(self._dispatch_due, timeout=CONTROL_READ_SECONDS)
             if self._should_stop():
-                self._slots.release()
                 return
             with self._changed:
-                index = self._claim_next()
-            if index is None:  # an ending item took it
-                self._slots.release()
-                continue
-            self._start(index)
+                claimed = self._claim(self.node.max_concurrency - self._in_flight)
+                if not claimed and self._closed and self._next >= len(self.items):
+                    return
+            for index in claimed:
+                self._start(index)
 
-    def _claim_next(self) -> int | None:
-        """The next item to start, if any (called holding ``_changed``)."""
-        while self._next < len(self.items):
+    def _claim(self, slots: int) -> list[int]:
+        """Up to ``slots`` next items to start, each counted in flight (holding ``_changed``)."""
+        claimed: list[int] = []
+        while len(claimed) < slots and self._next < len(self.items):
             index = self._next
             self._next = index + 1
             if index in self.outcome:  # refused when fed: it never starts
@@ -320,31 +345,23 @@ class OpenSwarm:
             if saved is not None and saved["target"] == self.items[index].target:
                 # Finished in an earlier attempt: not run again.
                 self.outcome[index], self.results[index] = "completed", saved["result"]
-                self._changed.notify_all()
                 continue
-            self._starting += 1
-            return index
-        return None
+            claimed.append(index)
+        self._in_flight += len(claimed)
+        return claimed
 
     def _start(self, index: int) -> None:
-        """Submits a claimed item, on a slot already held."""
+        """Submits a claimed item (from the dispatcher, in the flow run's context)."""
         item = self.items[index]
         path = f"{join_path(self.path, 'items')}[{index}]"
         try:
-            # In the flow run's context, whichever thread starts it.
-            future, parameters = self._context.copy().run(
-                self.run.submit, item, path, self.previous, False
-            )
+            future, parameters = self.run.submit(item, path, self.previous, False)
         except BaseException as error:  # recorded as the item's failure
-            with self._changed:
-                self._starting -= 1
-            self._slots.release()
             self._finished(index, None, error)
             return
         with self._changed:
             self.inputs[index] = parameters
             self.futures[index] = future
-            self._starting -= 1
         future.add_done_callback(functools.partial(self._on_done, index))
 
     def _should_stop(self) -> bool:
@@ -356,30 +373,26 @@ class OpenSwarm:
         if self._watched_control == "run":
             return False
         self.save_results()  # before a pause: a resume must find every finished item
+        self._paused = True
         try:
             self.run.between_steps(f"{join_path(self.path, 'items')}[{self._next}]")
         except CompositionCancelledError as cancelled:
             self._stopped = cancelled
             return True
+        finally:
+            self._paused = False
+        self._watched_control = "run"  # resumed: what the watcher reads next
         return False
 
     def _on_done(self, index: int, future: PrefectFuture[Any]) -> None:
+        """An item's end, on its worker thread: records it and wakes the dispatcher."""
         try:
             result, error = completed_result(future), None
         except BaseException as failure:  # recorded as the item's failure
             result, error = None, failure
-        # An item that ends well hands its slot to the next item itself, when nothing
-        # asks to stop: no wake-up of the dispatcher per item. Otherwise the dispatcher
-        # decides (pause, cancel, failure budget).
-        following = None
-        if error is None and self._stopped is None and self._watched_control == "run":
-            with self._changed:
-                following = self._claim_next()
-        if following is None:
-            self._slots.release()
         self._finished(index, result, error)
-        if following is not None:
-            self._start(following)
+        if self._paused:  # no dispatcher saves meanwhile: a resume must find this item
+            self.save_results()
 
     def _finished(self, index: int, result: Any, error: BaseException | None) -> None:
         with self._changed:
@@ -391,10 +404,8 @@ class OpenSwarm:
             else:
                 self.errors[index] = error
                 self.outcome[index] = "failed"
+            self._in_flight -= 1
             self._changed.notify_all()
-        if time.monotonic() - self._saved_at >= SAVE_RESULTS_SECONDS:
-            self.save_results(wait=False)
-        self._update_progress()
 
     def _restore_results(self) -> dict[str, Any]:
         """The results an earlier attempt of this run saved (a retry, a resume)."""
@@ -455,7 +466,8 @@ class OpenSwarm:
             finished = len(self.outcome)
             progress = 100.0 * finished / len(self.items) if self.items else 100.0
             try:
-                update_progress_artifact(self._progress_id, progress, description=self._describe())
+                update = ArtifactUpdate(data=progress, description=self._describe())
+                self._client.update_artifact(self._progress_id, update)
             except Exception as error:  # progress is for people watching; never fail a step
                 get_run_logger().warning(
                     "Could not update the swarm's progress: %s", reason_for(error)
