@@ -81,6 +81,17 @@ def outage_broker(tmp_path: Path) -> Iterator[RestartableBroker]:
         broker.stop()
 
 
+def _connection(broker: RestartableBroker, suffix: str) -> KafkaConnection:
+    """A connection to ``broker`` with topics and a consumer group of this test's own."""
+    return KafkaConnection(
+        bootstrap_servers=broker.bootstrap_servers,
+        requests_topic=f"magicflow.requests.{suffix}",
+        status_topic=f"magicflow.status.{suffix}",
+        dead_letter_topic=f"magicflow.requests.dlq.{suffix}",
+        consumer_group=f"magicflow-listener-{suffix}",
+    )
+
+
 async def _produce_requests(kafka: KafkaConnection, ids: list[str], partitions: list[int]) -> None:
     """Sends the requests to the given partitions (one each, in turn)."""
     producer = kafka.get_producer()
@@ -124,13 +135,7 @@ async def test_listener_survives_a_broker_outage_and_dispatches_after_it(
     kafka_client_logs: CapturedLogs,
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaConnection(
-        bootstrap_servers=outage_broker.bootstrap_servers,
-        requests_topic=f"magicflow.requests.{suffix}",
-        status_topic=f"magicflow.status.{suffix}",
-        dead_letter_topic=f"magicflow.requests.dlq.{suffix}",
-        consumer_group=f"magicflow-listener-{suffix}",
-    )
+    kafka = _connection(outage_broker, suffix)
     before = f"pre{suffix}"
     after = f"post{suffix}"
     before_ids = [f"{before}-{n}" for n in range(REQUESTS_PER_PHASE)]
@@ -193,13 +198,7 @@ async def test_a_listener_stopped_while_its_broker_is_down_stops_cleanly(
     # A pod is told to stop during an outage: it must return, not die with the Kafka
     # client's own cancellation (which it raised from stop() while retrying a fetch).
     suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaConnection(
-        bootstrap_servers=outage_broker.bootstrap_servers,
-        requests_topic=f"magicflow.requests.{suffix}",
-        status_topic=f"magicflow.status.{suffix}",
-        dead_letter_topic=f"magicflow.requests.dlq.{suffix}",
-        consumer_group=f"magicflow-listener-{suffix}",
-    )
+    kafka = _connection(outage_broker, suffix)
     ids = [f"stop{suffix}-{n}" for n in range(REQUESTS_PER_PHASE)]
     await _produce_requests(kafka, ids, BEFORE_PARTITIONS)
     listener = RequestListener(kafka, test_registry, max_in_flight=4)
