@@ -59,6 +59,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from deployments.local_servers import BackendProcess, free_port, http_ready  # noqa: E402
 
 DEPLOYMENT = "provision-tenant/tenant-provisioning"
+LISTENER_DEPLOYMENT = "kafka-trigger/listener"
 LOCKED = "database is locked"
 BURST_SECONDS = 600.0
 """How long a burst may take; what is not done by then is reported as such."""
@@ -226,25 +227,40 @@ def load_stack_env(state_dir: Path) -> None:
 
 
 async def restart_listener(state_dir: Path, max_in_flight: int) -> None:
-    """Cancels the stack's listener run and starts one with another in-flight limit."""
+    """Stops the stack's listener and runs the ``listener`` deployment with another limit.
+
+    The first time, the stack's listener process is stopped by PID; later, the
+    deployment run started here is cancelled (the worker stops it).
+    """
     from prefect import get_client
     from prefect.deployments import run_deployment
     from prefect.states import Cancelling
 
     from deployments.local_servers import free_port, http_ready
-    from deployments.local_stack import LISTENER_DEPLOYMENT, Stack, listener_parameters
+    from deployments.local_stack import Stack, stop_service
 
     stack = Stack.load(state_dir)
     assert stack is not None and stack.listener_flow_run_id
-    async with get_client() as client:
-        await client.set_flow_run_state(stack.listener_flow_run_id, Cancelling(), force=True)
-        await until(
-            lambda: client.read_flow_run(uuid.UUID(stack.listener_flow_run_id or "")),
-            lambda run: run.state is not None and run.state.is_final(),
-        )
+    process = next((s for s in stack.services if s.name == "listener"), None)
+    if process is not None:
+        assert stop_service(process), "the stack's listener outlived SIGKILL"
+        stack.services.remove(process)
+    else:
+        async with get_client() as client:
+            await client.set_flow_run_state(stack.listener_flow_run_id, Cancelling(), force=True)
+            await until(
+                lambda: client.read_flow_run(uuid.UUID(stack.listener_flow_run_id or "")),
+                lambda run: run.state is not None and run.state.is_final(),
+            )
     metrics_port = free_port()
     flow_run = await run_deployment(  # type: ignore[misc]
-        LISTENER_DEPLOYMENT, parameters=listener_parameters(max_in_flight, metrics_port), timeout=0
+        LISTENER_DEPLOYMENT,
+        parameters={
+            "max_in_flight": max_in_flight,
+            "metrics_port": metrics_port,
+            "follow_crashes": True,
+        },
+        timeout=0,
     )
     healthy = http_ready(f"http://127.0.0.1:{metrics_port}/healthz")
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from deployments.local_servers import free_port, packaged_binary, tansu_broker_argv
 
+KAFKA_BLOCK = "magicflow"
+"""The stack's Kafka connection block (the name workflows use when none is set)."""
 GITOPS_PROJECT = "root/tenants"
 """The GitLab fake's project the sample tenant's config file goes to."""
 GITLAB_TOKEN = "glpat-root"  # noqa: S105 - the fake's administrator, not a secret
@@ -100,7 +102,7 @@ def blocks_config_for(ports: dict[str, int]) -> dict[str, Any]:
         "blocks": [
             {
                 "type": "KafkaConnection",
-                "name": "magicflow",
+                "name": KAFKA_BLOCK,
                 "fields": {"bootstrap_servers": f"127.0.0.1:{ports['tansu']}"},
             },
             {
@@ -146,7 +148,16 @@ def blocks_config_for(ports: dict[str, int]) -> dict[str, Any]:
 
 
 def apply_stack_blocks(ports: dict[str, int], state_dir: Path, vault_token: str) -> int:
-    """Writes ``blocks.yaml`` in the state folder and applies it as ``magicflow blocks apply``."""
+    """Writes ``blocks.yaml`` in the state folder and applies it as ``magicflow blocks apply``.
+
+    Args:
+        ports: Each backend's port, by service name.
+        state_dir: The state folder.
+        vault_token: OpenBao's root token.
+
+    Returns:
+        How many blocks were applied.
+    """
     import asyncio
 
     import yaml

@@ -2,28 +2,23 @@
 
 Most of ``prefect deploy --all``'s time goes to importing Prefect's command line and
 every entrypoint's module (with the SDKs they use), then to its API calls, one
-deployment after the other. `start_deploy` starts ``python -m deployments.local_deploy``
-as soon as ``magicflow up`` begins: it imports all of that while the Prefect server
-starts and waits until the server has the work pool (a URL answering 200). Then it
+deployment after the other. ``magicflow up`` starts ``python -m deployments.local_deploy``
+(`deploy_argv`) as soon as it begins: it imports Prefect's command line while the
+Prefect server starts, the flows once the server has the work pool (a URL answering
+200), and waits for its signal file. Then it
 deploys with the very code ``prefect deploy --all`` runs for each deployment
 (`deploy_all`: Prefect's own loading of prefect.yaml and its per-deployment deploy
 step, so names, parameters, schedules, concurrency, pull steps and job variables are
-the same), one deployment first (the listener, so ``magicflow up`` can start it) and
-the others `DEPLOY_CONCURRENCY` at a time on PostgreSQL (one at a time on SQLite,
-which locks under concurrent writes). Its output goes to ``deploy.log`` in the
-state folder. `prepare_work_pool` creates the pool; `pause_langflow_sync` pauses the
-one schedule the stack cannot serve.
+the same), `DEPLOY_CONCURRENCY` at a time on PostgreSQL (one at a time on SQLite,
+which locks under concurrent writes), and then becomes the stack's worker (``prefect
+worker start``, run in the same process, its imports done already). `prepare_work_pool`
+creates the pool; `pause_langflow_sync` pauses the one schedule the stack cannot serve.
 
 Example:
-    ```python
-    from pathlib import Path
-
-    from deployments.local_deploy import start_deploy
-
-    deploy = start_deploy(
-        Path("."), Path("deploy.log"), "http://127.0.0.1:4200/api/work_pools/magicflow"
-    )
-    assert deploy.wait() == 0
+    ```console
+    $ python -m deployments.local_deploy --concurrency 1
+        --ready-url http://127.0.0.1:4200/api/work_pools/magicflow
+        -- worker start --pool magicflow  # (one line, in the project's folder)
     ```
 """
 
@@ -32,14 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments.prefect_when_ready import wait_until_ready
+from deployments.when_ready import wait_until_ready
 
 READY_TIMEOUT_SECONDS = 300.0
 """How long the deploy process waits for the server and its work pool."""
@@ -47,7 +42,7 @@ LANGFLOW_SYNC_DEPLOYMENT = "langflow-sync"
 """Deployed but with its schedule paused: the stack has no LangFlow (a 2 GB install of its
 own, with pins of its own), so it saves no ``langflow`` block for it."""
 DEPLOY_CONCURRENCY = 3
-"""Deployments created at once after the first, on PostgreSQL: each is a few API calls
+"""Deployments created at once on PostgreSQL: each is a few API calls
 that mostly wait on the server."""
 SQLITE_DEPLOY_CONCURRENCY = 1
 """On SQLite, one at a time: with three at once (and the worker, the blocks and the
@@ -76,62 +71,58 @@ def entrypoint_modules(prefect_yaml: Path) -> list[str]:
     return modules
 
 
-def start_deploy(
+def deploy_argv(
     project_dir: Path,
-    log: Path,
     ready_url: str,
-    first: str | None = None,
-    first_deployed: Path | None = None,
+    ready_file: Path | None = None,
+    deployed_file: Path | None = None,
     concurrency: int = DEPLOY_CONCURRENCY,
-) -> subprocess.Popen[bytes]:
-    """Starts the deploy process; it deploys once ``ready_url`` answers 200.
+    imports: Sequence[str] = (),
+    then: Sequence[str] = (),
+) -> list[str]:
+    """The command line of the deploy process.
 
     Args:
-        project_dir: Where ``prefect.yaml`` is.
-        log: Where its output goes.
+        project_dir: Where ``prefect.yaml`` is (the deploy runs there; ``then`` runs in
+            the process's own working directory).
         ready_url: What must answer 200 first (the work pool on the Prefect API).
-        first: The deployment (its ``name`` in prefect.yaml) to deploy before the others.
-        first_deployed: A file written once ``first`` is deployed.
-        concurrency: How many of the others are deployed at once.
+        ready_file: What must exist too, when given.
+        deployed_file: Written once every deployment is deployed.
+        concurrency: How many deployments are deployed at once.
+        imports: Further modules to import while waiting (for ``then``).
+        then: A ``prefect`` command this process runs once every deployment is
+            deployed, e.g. ``["worker", "start", "--pool", "magicflow"]``.
 
     Returns:
-        The process (in a session of its own); exit 0 when every deployment was deployed.
+        The argv, for this interpreter; exit 0 when every deployment was deployed (and
+        ``then`` ended well).
+
+    Example:
+        >>> deploy_argv(Path("."), "http://127.0.0.1:4200/api/work_pools/magicflow")[1:3]
+        ['-m', 'deployments.local_deploy']
     """
     argv = [sys.executable, "-m", "deployments.local_deploy", "--ready-url", ready_url]
+    argv += ["--project-dir", str(project_dir)]
     argv += ["--concurrency", str(concurrency)]
-    if first is not None:
-        argv += ["--first", first]
-    if first_deployed is not None:
-        first_deployed.unlink(missing_ok=True)
-        argv += ["--first-deployed", str(first_deployed)]
-    with log.open("wb") as output:
-        return subprocess.Popen(  # noqa: S603 - this interpreter, this module
-            argv,
-            cwd=project_dir,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    if ready_file is not None:
+        argv += ["--ready-file", str(ready_file)]
+    if deployed_file is not None:
+        argv += ["--deployed-file", str(deployed_file)]
+    for module in imports:
+        argv += ["--import", module]
+    return [*argv, "--", *then] if then else argv
 
 
-async def deploy_all(
-    prefect_yaml: Path,
-    first: str | None = None,
-    first_deployed: Path | None = None,
-    concurrency: int = DEPLOY_CONCURRENCY,
-) -> list[str]:
+async def deploy_all(prefect_yaml: Path, concurrency: int = DEPLOY_CONCURRENCY) -> list[str]:
     """Deploys every deployment of prefect.yaml as ``prefect --no-prompt deploy --all`` does.
 
     Each deployment goes through Prefect's own deploy step (the function ``prefect
     deploy`` calls for each one), with prefect.yaml loaded and picked by Prefect's own
-    code: only the order and the overlap differ.
+    code: only the overlap differs.
 
     Args:
         prefect_yaml: The project's prefect.yaml (its folder is the current directory).
-        first: The deployment to deploy before the others (its ``name``).
-        first_deployed: Written once ``first`` is deployed.
-        concurrency: How many of the others are deployed at once.
+        concurrency: How many deployments are deployed at once.
 
     Returns:
         The names deployed, in the order they finished.
@@ -141,12 +132,13 @@ async def deploy_all(
 
     Example:
         ```python
-        asyncio.run(deploy_all(Path("prefect.yaml"), first="listener"))
+        asyncio.run(deploy_all(Path("prefect.yaml"), concurrency=1))
         ```
     """
     from prefect.cli._app import console
     from prefect.cli.deploy._config import _load_deploy_configs_and_actions, _pick_deploy_configs
     from prefect.cli.deploy._core import _run_single_deploy
+    from prefect.context import AsyncClientContext
     from prefect.settings import get_current_settings
 
     def not_interactive() -> bool:
@@ -181,18 +173,16 @@ async def deploy_all(
         deployed.append(str(config["name"]))
         print(f"deployed {config['name']} in {time.monotonic() - began:.1f}s", flush=True)
 
-    for config in configs:
-        if config["name"] == first:
-            await deploy(config)
-    if first_deployed is not None and first in deployed:
-        await asyncio.to_thread(first_deployed.write_text, f"{first}\n")
     slots = asyncio.Semaphore(max(1, concurrency))
 
     async def deploy_in_turn(config: dict[str, Any]) -> None:
         async with slots:
             await deploy(config)
 
-    await asyncio.gather(*(deploy_in_turn(c) for c in configs if c["name"] != first))
+    # One Prefect client for every deploy step (each would build its own, with its own
+    # TLS context and connections: about half of a step's time).
+    async with AsyncClientContext.get_or_create():
+        await asyncio.gather(*(deploy_in_turn(config) for config in configs))
     if failed:
         raise DeployError(failed)
     return deployed
@@ -272,32 +262,48 @@ async def pause_langflow_sync(progress: Callable[[str], None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Imports, waits for the server, then deploys every deployment (`deploy_all`)."""
+    """Imports, waits, deploys every deployment (`deploy_all`), then runs ``then``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ready-url", required=True, help="deploy once this answers 200")
-    parser.add_argument("--first", default=None, help="the deployment to deploy first")
+    parser.add_argument("--project-dir", type=Path, default=Path("."), help="where prefect.yaml is")
+    parser.add_argument("--ready-file", type=Path, default=None, help="and once this exists")
     parser.add_argument(
-        "--first-deployed", type=Path, default=None, help="written once --first is deployed"
+        "--deployed-file", type=Path, default=None, help="written once all are deployed"
     )
     parser.add_argument(
         "--concurrency", type=int, default=DEPLOY_CONCURRENCY, help="deployments at once"
     )
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], help="a module to import too"
+    )
+    parser.add_argument(
+        "then", nargs=argparse.REMAINDER, help="after --: a prefect command to run afterwards"
+    )
     args = parser.parse_args(argv)
+    then = args.then[1:] if args.then[:1] == ["--"] else args.then
+    workdir = Path.cwd()
+    os.chdir(args.project_dir)  # Prefect's deploy resolves entrypoints from here
     began = time.monotonic()
-    importlib.import_module("prefect.cli")
-    importlib.import_module("prefect.cli.deploy")
-    for module in entrypoint_modules(Path("prefect.yaml")):
+    for module in ["prefect.cli", "prefect.cli.deploy", *args.imports]:
         importlib.import_module(module)
     print(f"imported in {time.monotonic() - began:.1f}s; waiting for {args.ready_url}", flush=True)
-    wait_until_ready(args.ready_url, READY_TIMEOUT_SECONDS)
+    # The flows (with their SDKs) once the server answers: not competing with its start.
+    flows = entrypoint_modules(Path("prefect.yaml"))
+    wait_until_ready(args.ready_url, READY_TIMEOUT_SECONDS, args.ready_file, flows)
     began = time.monotonic()
     try:
-        deployed = asyncio.run(
-            deploy_all(Path("prefect.yaml"), args.first, args.first_deployed, args.concurrency)
-        )
+        deployed = asyncio.run(deploy_all(Path("prefect.yaml"), args.concurrency))
     except DeployError as error:
         raise SystemExit(str(error)) from None
     print(f"{len(deployed)} deployments deployed in {time.monotonic() - began:.1f}s", flush=True)
+    os.chdir(workdir)
+    if args.deployed_file is not None:
+        args.deployed_file.write_text(f"{len(deployed)} deployments\n")
+    if then:
+        from prefect.cli import app
+
+        sys.argv = ["prefect", *then]
+        app()
 
 
 if __name__ == "__main__":

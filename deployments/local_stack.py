@@ -5,9 +5,9 @@ default; SQLite in the state folder unless a PostgreSQL URL is given), the Tansu
 Kafka broker, moto, fake-gcs-server, drongo, OpenBao, the Kubernetes emulator and
 the GitLab fake (which auto-approves merge requests), then saves blocks pointing at
 them, creates the work pool, deploys every deployment of ``prefect.yaml``, starts a
-process worker polling every second and runs the listener (with its crash follower)
-through that worker, its metrics and health check on a free port (the order, and
-what overlaps, is `deployments.stack_startup`'s). `stop_stack`
+process worker polling every second and runs the listener (the ``kafka-trigger`` flow,
+with its crash follower) in a process of its own, its metrics and health check on a
+free port (the order, and what overlaps, is `deployments.stack_startup`'s). `stop_stack`
 (``magicflow down``) stops every process it recorded, and `read_status`
 (``magicflow status``) reports them.
 
@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from deployments.local_backends import KAFKA_BLOCK
 from deployments.local_servers import http_ready, tcp_ready
 
 STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
@@ -52,7 +53,8 @@ STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 
 DEFAULT_PREFECT_PORT = 4200
 WORK_POOL = "magicflow"
-LISTENER_DEPLOYMENT = "kafka-trigger/listener"
+LISTENER_FLOW = "kafka-trigger"
+"""The listener's flow (`flows.kafka_trigger`): the stack runs it in a process of its own."""
 SQLITE_MAX_IN_FLIGHT = 2
 """The listener's in-flight limit on SQLite: more concurrent run creations lock the
 database (``database is locked``, answers 5xx for tens of seconds)."""
@@ -440,25 +442,36 @@ def start_stack(options: StackOptions, say: Say) -> tuple[Stack, bool]:
             start_processes(stack, options, state_dir, database, starter, progress)
         except BaseException:
             starter.cancelled = True
-            starter.stop_helpers()
             say("stopping what was started (logs kept)")
             _stop_all(stack, say)
             raise
         return stack, False
 
 
-def listener_parameters(max_in_flight: int, metrics_port: int) -> dict[str, object]:
-    """The stack's listener run parameters, over the ``listener`` deployment's defaults.
+def listener_arguments(max_in_flight: int, metrics_port: int) -> list[str]:
+    """The stack's listener: ``python -m flows.kafka_trigger`` arguments.
+
+    It runs as the ``kafka-trigger`` flow (its run, logs and parameters in the UI), with
+    the ``listener`` deployment's workflows, the stack's Kafka block and the crash
+    follower inside (the stack starts no ``crash-follower`` run).
 
     Args:
         max_in_flight: Requests dispatched at once (low on SQLite).
         metrics_port: Where ``/metrics`` and ``/healthz`` are served on 127.0.0.1.
 
     Returns:
-        The parameters: the crash follower runs inside the stack's one listener (no
-        ``crash-follower`` deployment run is started locally).
+        The arguments.
+
+    Example:
+        >>> listener_arguments(2, 9464)[:3]
+        ['--as-flow', '--kafka-block', 'magicflow']
     """
-    return {"max_in_flight": max_in_flight, "metrics_port": metrics_port, "follow_crashes": True}
+    return [
+        "--as-flow",
+        *("--kafka-block", KAFKA_BLOCK),
+        *("--max-in-flight", str(max_in_flight)),
+        *("--metrics-port", str(metrics_port)),
+    ]
 
 
 def _stop_all(stack: Stack, say: Say) -> None:
@@ -511,28 +524,16 @@ class ServiceStatus:
     healthy: bool
 
 
-@dataclass
-class ListenerStatus:
-    """The listener as ``magicflow status`` shows it.
-
-    Attributes:
-        state: Its flow run's state name; None when the Prefect API does not answer.
-        healthy: Its ``/healthz`` answered 200; None when no metrics port is recorded.
-    """
-
-    state: str | None
-    healthy: bool | None
-
-
-def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], ListenerStatus]:
+def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], str | None]:
     """``magicflow status``: each recorded process, alive and healthy or not.
 
     Args:
         state_dir: The state folder.
 
     Returns:
-        The stack, each service's status, and the listener's (its flow run's state
-        and its ``/healthz`` verdict).
+        The stack, each service's status (the listener's health is its ``/healthz``),
+        and the state of the listener's flow run (None when the Prefect API does not
+        answer).
 
     Raises:
         StackError: No stack is recorded in the state folder.
@@ -556,7 +557,4 @@ def read_status(state_dir: Path) -> tuple[Stack, list[ServiceStatus], ListenerSt
                 state = str(json.loads(response.read())["state"]["name"])
         except (OSError, ValueError, KeyError, TypeError):
             state = None
-    healthy = None
-    if stack.listener_metrics_port:
-        healthy = http_ready(f"http://127.0.0.1:{stack.listener_metrics_port}/healthz")()
-    return stack, statuses, ListenerStatus(state, healthy)
+    return stack, statuses, state

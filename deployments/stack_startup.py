@@ -2,17 +2,15 @@
 
 `start_processes` starts, overlapping whatever does not depend on each other:
 
-1. the deploy process (`deployments.local_deploy`), which imports Prefect's command
-   line and every flow while the servers start;
+1. the worker's process and the listener's, each importing what it needs (Prefect's
+   command line and worker, every flow) while the servers start;
 2. the Prefect server and every backend at once (`ProcessStarter`, one thread each);
-3. once the server answers: the work pool; then, side by side, the blocks, the worker
-   and the deployments (the listener's first; the others three at a time on
-   PostgreSQL, one at a time on SQLite);
-4. once the listener's deployment, the blocks and the worker are there: the
-   listener's flow run, whose process imports every workflow while the other
-   deployments are still being created;
-5. ``magicflow up`` is ready when every deployment exists, ``langflow-sync``'s schedule
-   is paused and the listener answers ``/healthz``.
+3. once the server answers: the work pool and the blocks; then the listener (the
+   ``kafka-trigger`` flow, `deployments.when_ready`); once its flow run runs, the
+   worker's process deploys prefect.yaml (`deployments.local_deploy`: three at a
+   time on PostgreSQL, one at a time on SQLite) and runs ``prefect worker start``;
+4. ``magicflow up`` is ready when every deployment exists, ``langflow-sync``'s schedule
+   is paused, the worker polls and the listener answers ``/healthz``.
 
 Every process is recorded in ``stack.json`` the moment it exists, so a failure or
 Ctrl-C at any step stops it (`deployments.local_stack.start_stack`).
@@ -33,8 +31,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +39,7 @@ from pathlib import Path
 
 from deployments.local_backends import (
     GITOPS_PROJECT,
+    KAFKA_BLOCK,
     apply_stack_blocks,
     backend_commands,
     create_gitops_project,
@@ -50,13 +47,13 @@ from deployments.local_backends import (
 from deployments.local_deploy import (
     DEPLOY_CONCURRENCY,
     SQLITE_DEPLOY_CONCURRENCY,
+    deploy_argv,
     pause_langflow_sync,
     prepare_work_pool,
-    start_deploy,
 )
 from deployments.local_servers import BackendProcess, free_port, http_ready, tcp_ready
 from deployments.local_stack import (
-    LISTENER_DEPLOYMENT,
+    LISTENER_FLOW,
     POSTGRES_MAX_IN_FLIGHT,
     PREFECT,
     SQLITE_MAX_IN_FLIGHT,
@@ -67,20 +64,20 @@ from deployments.local_stack import (
     Stack,
     StackError,
     StackOptions,
-    listener_parameters,
+    listener_arguments,
     process_start_ticks,
-    process_tree,
-    signal_all,
     stop_service,
 )
-from deployments.prefect_when_ready import command_argv
+from deployments.when_ready import command_argv
 
 DEPLOY_SECONDS = 600.0
-"""How long the deploy process may take, imports included."""
-WORKER_SECONDS = 420.0
-"""How long the worker may take to start, the Prefect server's own start included."""
-LISTENER_SERVING_SECONDS = 180.0
-"""How long the listener's flow run may take to answer ``/healthz`` once created."""
+"""How long the worker's process may take to deploy prefect.yaml and start polling,
+imports and the Prefect server's own start included."""
+SCHEDULED_RUNS_AHEAD = 3
+"""Runs the stack's Prefect server schedules ahead per schedule (Prefect's minimum)."""
+LISTENER_SECONDS = 420.0
+"""How long the listener may take to serve, the Prefect server's own
+start included."""
 
 
 def stack_env(stack: Stack, state_dir: Path) -> dict[str, str]:
@@ -91,7 +88,7 @@ def stack_env(stack: Stack, state_dir: Path) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "PREFECT_LOCAL_STORAGE_PATH": str(state_dir / "results"),
-        "MAGICFLOW_KAFKA_BLOCK": "magicflow",
+        "MAGICFLOW_KAFKA_BLOCK": KAFKA_BLOCK,
     }
 
 
@@ -101,17 +98,8 @@ class ProcessStarter:
     def __init__(self, stack: Stack, logs: Path, progress: Progress) -> None:
         self.stack, self.logs, self.progress = stack, logs, progress
         self.processes: list[BackendProcess] = []
-        self.helpers: list[subprocess.Popen[bytes]] = []
-        """Short-lived processes (the deploy), killed if ``up`` fails, never recorded."""
         self.cancelled = False
         self.lock = threading.Lock()
-
-    def stop_helpers(self) -> None:
-        """Kills the helpers still running (each leads its own process group)."""
-        for helper in self.helpers:
-            if helper.poll() is None:
-                signal_all(process_tree(helper.pid), signal.SIGKILL)
-                helper.wait()
 
     def start(
         self,
@@ -198,7 +186,7 @@ def start_processes(
     logs = state_dir / "logs"
     logs.mkdir(exist_ok=True)
     env = stack_env(stack, state_dir)
-    os.environ.update(env)  # this process talks to the stack too (blocks, pool, deploy)
+    os.environ.update(env)  # this process talks to the stack too (blocks, pool)
     stack.save()
     vault_token = secrets.token_hex(16)
     if not (options.project_dir / "prefect.yaml").is_file():
@@ -207,64 +195,66 @@ def start_processes(
             "install magicflow from its checkout (pip install -e .) and run magicflow up there",
             "not-configured",
         )
-    # Imports every flow module while the server starts; deploys once the pool exists,
-    # the listener's deployment first.
-    deploy_log, listener_deployed = logs / "deploy.log", state_dir / "listener-deployed"
-    deploy = start_deploy(
-        options.project_dir,
-        deploy_log,
-        f"{stack.prefect_api_url}/work_pools/{WORK_POOL}",
-        first=LISTENER_DEPLOYMENT.rpartition("/")[2],
-        first_deployed=listener_deployed,
-        concurrency=DEPLOY_CONCURRENCY if options.database_url else SQLITE_DEPLOY_CONCURRENCY,
-    )
-    starter.helpers.append(deploy)
+    # The worker and the listener import what they need while the servers start, then
+    # each goes on once what it needs exists. SQLite answers 503 ("database is locked")
+    # to writes that overlap, and Prefect's client waits 2 s before each retry, so the
+    # writers take turns where they can: once the blocks are saved the listener starts;
+    # once its flow run runs (it then joins its consumer group: seconds without
+    # writes) the worker's process deploys prefect.yaml, and only then starts polling
+    # (a write every second).
+    blocks_saved = state_dir / "blocks-saved"
+    listener_running, deployed = state_dir / "listener-running", state_dir / "deployed"
+    for signal_file in (blocks_saved, listener_running, deployed):
+        signal_file.unlink(missing_ok=True)
     progress(
         "starting the Prefect server and the backends "
         "(a first start on a new database runs migrations: ~20 s)"
     )
     # The blocks' SDKs take seconds to import: done while the server starts, not after.
     threading.Thread(target=_import_for_blocks, name="import-blocks", daemon=True).start()
-    # So does the worker's start: it imports now and polls once the work pool exists.
-    worker_log, pool_url = logs / "worker.log", f"{stack.prefect_api_url}/work_pools/{WORK_POOL}"
+    max_in_flight = POSTGRES_MAX_IN_FLIGHT if options.database_url else SQLITE_MAX_IN_FLIGHT
+    # A free port rather than prefect.yaml's fixed 9464: another program or a second
+    # stack may hold that one.
+    stack.listener_metrics_port = free_port()
     side_jobs = ThreadPoolExecutor(2)
     later: list[Future[object]] = [
         side_jobs.submit(
-            starter.start,
-            "worker",
-            command_argv(
-                pool_url,
-                ["prefect.cli.worker", "prefect.workers.process"],
-                ["worker", "start", "--pool", WORK_POOL, "--name", f"local-{os.getpid()}"],
-            ),
-            lambda: worker_log.exists() and "started" in worker_log.read_text(errors="replace"),
-            None,
-            None,
-            env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
-            timeout=WORKER_SECONDS,
-            cwd=state_dir,
-        )
+            _start_worker,
+            stack,
+            options.project_dir,
+            state_dir,
+            listener_running,
+            deployed,
+            DEPLOY_CONCURRENCY if options.database_url else SQLITE_DEPLOY_CONCURRENCY,
+            starter,
+        ),
+        side_jobs.submit(
+            _start_listener,
+            stack,
+            blocks_saved,
+            max_in_flight,
+            stack.listener_metrics_port,
+            starter,
+        ),
     ]
     try:
         _start_servers(stack, options, state_dir, database, vault_token, starter)
-    except BaseException:
-        side_jobs.shutdown(wait=False, cancel_futures=True)
-        raise
-    ports = {service.name: service.port for service in stack.services if service.port}
-    # The deploy process waits for the work pool.
-    asyncio.run(prepare_work_pool(WORK_POOL, progress))
-
-    def save_blocks() -> None:
+        ports = {service.name: service.port for service in stack.services if service.port}
+        asyncio.run(prepare_work_pool(WORK_POOL, progress))
         saved = apply_stack_blocks(ports, state_dir, vault_token)
+        blocks_saved.write_text(f"{saved} blocks\n")
         progress(f"{saved} blocks saved (as {state_dir / 'blocks.yaml'} describes)")
+        stack.listener_flow_run_id = _wait_for_listener_run(
+            stack.listener_metrics_port, later[1], logs / "listener.log"
+        )
+        stack.save()
+        listener_running.write_text(f"{stack.listener_flow_run_id}\n")
+        progress(f"listener run {stack.listener_flow_run_id} running; deploying prefect.yaml")
+        _wait_for_deploy(deployed, later[0], logs / "worker.log")
+        progress("every deployment of prefect.yaml deployed; the worker starts")
         create_gitops_project(ports["gitlab-fake"])
         progress(f"GitLab fake: project {GITOPS_PROJECT} (it auto-approves every merge request)")
-
-    # While the deployments are created: the blocks are saved (and the worker starts).
-    later.append(side_jobs.submit(save_blocks))
-    try:
-        _wait_for_first_deployment(deploy, deploy_log, listener_deployed)
-        progress(f"{LISTENER_DEPLOYMENT} deployed (the other deployments follow)")
+        asyncio.run(pause_langflow_sync(progress))
         for side_job in later:
             side_job.result()
     except BaseException:
@@ -272,33 +262,82 @@ def start_processes(
         raise
     finally:
         side_jobs.shutdown(wait=False, cancel_futures=True)
-    worker = next(process for process in starter.processes if process.name == "worker")
-    max_in_flight = POSTGRES_MAX_IN_FLIGHT if options.database_url else SQLITE_MAX_IN_FLIGHT
-    # A free port rather than prefect.yaml's fixed 9464: another program or a second
-    # stack may hold that one.
-    stack.listener_metrics_port = free_port()
-    parameters = listener_parameters(max_in_flight, stack.listener_metrics_port)
-    # Its process imports every workflow while the other deployments are created.
-    stack.listener_flow_run_id = asyncio.run(_create_listener_run(parameters))
-    stack.save()
-    progress(f"listener run {stack.listener_flow_run_id} created; the worker starts it")
-    _finish_deploy(deploy, deploy_log)
-    progress("every deployment of prefect.yaml deployed")
-    asyncio.run(pause_langflow_sync(progress))
-    asyncio.run(
-        _wait_for_listener(
-            stack.listener_flow_run_id,
-            stack.listener_metrics_port,
-            LISTENER_SERVING_SECONDS,
-            worker,
-        )
-    )
     progress(
-        f"listener running through the worker (max_in_flight={max_in_flight}, crash follower "
-        f"inside, metrics {stack.listener_metrics_url}; "
-        f"{stack.prefect_ui_url}/runs/flow-run/{stack.listener_flow_run_id})"
+        f"listener serving (max_in_flight={max_in_flight}, crash follower inside, metrics "
+        f"{stack.listener_metrics_url}; {stack.prefect_ui_url}/runs/flow-run/"
+        f"{stack.listener_flow_run_id})"
     )
     (state_dir / "env").write_text("".join(f"export {key}={value}\n" for key, value in env.items()))
+
+
+def _start_worker(
+    stack: Stack,
+    project_dir: Path,
+    state_dir: Path,
+    listener_running: Path,
+    deployed: Path,
+    concurrency: int,
+    starter: ProcessStarter,
+) -> Service:
+    """Starts the process worker; its process deploys prefect.yaml first.
+
+    It imports Prefect's command line, its worker and every flow now, deploys once
+    the work pool exists and ``listener_running`` does (`deployments.local_deploy`), writes
+    ``deployed``, then runs ``prefect worker start`` (ready once it says it started).
+    """
+    worker_log = state_dir / "logs" / "worker.log"
+    name = f"local-{os.getpid()}"
+    return starter.start(
+        "worker",
+        deploy_argv(
+            project_dir,
+            f"{stack.prefect_api_url}/work_pools/{WORK_POOL}",
+            listener_running,
+            deployed,
+            concurrency,
+            imports=["prefect.workers.process"],
+            then=["worker", "start", "--pool", WORK_POOL, "--type", "process", "--name", name],
+        ),
+        lambda: (
+            worker_log.exists()
+            and f"Worker {name!r} started" in worker_log.read_text(errors="replace")
+        ),
+        None,
+        None,
+        env={"PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS},
+        timeout=DEPLOY_SECONDS,
+        cwd=state_dir,
+    )
+
+
+def _start_listener(
+    stack: Stack, blocks_saved: Path, max_in_flight: int, metrics_port: int, starter: ProcessStarter
+) -> Service:
+    """Starts the listener (``kafka-trigger`` as a flow, crash follower inside).
+
+    It imports Prefect and the listener now and runs once the server answers and the
+    stack's blocks are saved (``blocks_saved`` exists); it is ready once ``/healthz``
+    answers (its consumer has its partitions).
+    """
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    return starter.start(
+        "listener",
+        command_argv(
+            f"{stack.prefect_api_url}/health",
+            "flows.kafka_trigger:main",
+            listener_arguments(max_in_flight, metrics_port),
+            ready_file=blocks_saved,
+            # Its registry (flows.registry.DEFAULT_REGISTRY) imports every workflow: once
+            # the server is up (not competing with its start), while the blocks are saved.
+            imports_once_up=["flows.registry:default_registry"],
+        ),
+        http_ready(f"{metrics_url}/healthz", (200,)),
+        metrics_port,
+        f"{metrics_url}/healthz",
+        f"{metrics_url}/metrics",
+        timeout=LISTENER_SECONDS,
+        cwd=Path(stack.state_dir),
+    )
 
 
 def _import_for_blocks() -> None:
@@ -336,7 +375,15 @@ def _start_servers(
             f"{stack.prefect_api_url}/health",
             options.prefect_port,
             stack.prefect_ui_url,
-            {"PREFECT_API_DATABASE_CONNECTION_URL": database},
+            {
+                "PREFECT_API_DATABASE_CONNECTION_URL": database,
+                # Each answer 503 (SQLite's "database is locked") with its cause, in its log.
+                "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
+                # The next 3 runs of each schedule, not 100 days of them (~270 rows
+                # written while the deployments are created, locking SQLite); the
+                # scheduler tops them up every minute.
+                "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": str(SCHEDULED_RUNS_AHEAD),
+            },
             300.0,
         )
     ]
@@ -373,74 +420,69 @@ def _start_servers(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _wait_for_first_deployment(
-    deploy: subprocess.Popen[bytes], log: Path, first_deployed: Path
-) -> None:
-    """Waits until the deploy process wrote ``first_deployed`` (or exited: see its code)."""
+def _wait_for_deploy(deployed: Path, worker: Future[object], log: Path) -> None:
+    """Waits until the worker's process wrote ``deployed`` (every deployment exists).
+
+    Raises:
+        StackError: The process exited first (a deployment failed), or took too long.
+    """
     deadline = time.monotonic() + DEPLOY_SECONDS
-    while not first_deployed.exists():
-        if deploy.poll() is not None:
-            _finish_deploy(deploy, log)  # raises when it failed
-            return
+    while not deployed.exists():
+        if worker.done() and worker.exception() is not None:
+            raise StackError(
+                f"deploying prefect.yaml failed; the log is {log}",
+                "read the log; magicflow check shows what is wrong in prefect.yaml",
+                "not-configured",
+            )
         if time.monotonic() > deadline:
             raise StackError(
-                f"the deploy process had not deployed {LISTENER_DEPLOYMENT} after "
-                f"{DEPLOY_SECONDS:g}s; its log is {log}",
+                f"prefect.yaml was not deployed after {DEPLOY_SECONDS:g}s; the log is {log}",
                 "read the log; rerun magicflow up",
             )
         time.sleep(0.1)
 
 
-def _finish_deploy(deploy: subprocess.Popen[bytes], log: Path) -> None:
-    """Waits for the deploy process (`deployments.local_deploy`); raises when it failed."""
-    returncode = deploy.wait(timeout=DEPLOY_SECONDS)
-    if returncode != 0:
-        raise StackError(
-            f"deploying prefect.yaml failed (exit {returncode}); its log is {log}",
-            "read the log; magicflow check shows what is wrong in prefect.yaml",
-            "not-configured",
-        )
+def _wait_for_listener_run(metrics_port: int, listener: Future[object], log: Path) -> str:
+    """Waits until the listener's flow run runs; returns its id.
 
-
-async def _create_listener_run(parameters: dict[str, object]) -> str:
-    """Creates the listener deployment's flow run; returns its id (the worker starts it)."""
-    from prefect.deployments import run_deployment
-
-    flow_run = await run_deployment(  # type: ignore[misc]
-        LISTENER_DEPLOYMENT, parameters=parameters, timeout=0
-    )
-    return str(flow_run.id)
-
-
-async def _wait_for_listener(
-    flow_run_id: str, metrics_port: int, wait_seconds: float, worker: BackendProcess
-) -> None:
-    """Waits until the listener serves: its run is Running and ``/healthz`` answers 200.
-
-    Then its consumer has its partitions and polls, so a request published now is
-    picked up.
+    Raises:
+        StackError: The listener's process exited first, or took too long.
     """
-    from uuid import UUID
+    deadline = time.monotonic() + LISTENER_SECONDS
+    while (flow_run_id := asyncio.run(_listener_flow_run(metrics_port))) is None:
+        if listener.done() and listener.exception() is not None:
+            listener.result()  # its StackError names the log
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"the listener had no running {LISTENER_FLOW} flow run after "
+                f"{LISTENER_SECONDS:g}s; its log is {log}",
+                "read the log; rerun magicflow up",
+            )
+        time.sleep(0.1)
+    return flow_run_id
 
+
+async def _listener_flow_run(metrics_port: int) -> str | None:
+    """The id of the listener's flow run (the running ``kafka-trigger`` run on this port)."""
     from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
 
-    healthy = http_ready(f"http://127.0.0.1:{metrics_port}/healthz", (200,))
-    deadline = time.monotonic() + wait_seconds
     async with get_client() as client:
-        while time.monotonic() < deadline:
-            state = (await client.read_flow_run(UUID(flow_run_id))).state
-            if state is not None and state.is_running() and healthy():
-                return
-            if state is not None and state.is_final():
-                raise StackError(
-                    f"the listener's flow run {flow_run_id} ended {state.name}: {state.message}",
-                    f"read {worker.log_path}",
-                )
-            if worker.process.poll() is not None:
-                raise StackError(f"the worker exited; its log is {worker.log_path}", "read it")
-            await asyncio.sleep(0.2)
-    raise StackError(
-        f"the listener's flow run {flow_run_id} was not serving (/healthz on 127.0.0.1:"
-        f"{metrics_port}) after {wait_seconds:g}s",
-        f"read {worker.log_path}",
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[LISTENER_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+            sort=FlowRunSort.START_TIME_DESC,
+        )
+    return next(
+        (str(run.id) for run in runs if run.parameters.get("metrics_port") == metrics_port), None
     )

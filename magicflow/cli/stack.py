@@ -225,7 +225,7 @@ def status_command(args: argparse.Namespace) -> int:
     from deployments.local_stack import StackError, read_status
 
     try:
-        stack, statuses, listener = read_status(_state_dir(args))
+        stack, statuses, listener_state = read_status(_state_dir(args))
     except StackError as error:
         raise _explain(error) from None
     print(f"{'process':<20} {'pid':>7} {'port':>6}  {'health':<9} where", flush=True)
@@ -233,19 +233,15 @@ def status_command(args: argparse.Namespace) -> int:
         service = status.service
         health = "ok" if status.healthy else ("no answer" if status.alive else "stopped")
         where = service.url or "-"
+        if service.name == "listener":
+            run = stack.listener_flow_run_id or "-"
+            where += f" (flow run {run}: {listener_state or 'unknown'})"
         print(
             f"{service.name:<20} {service.pid:>7} {service.port or '-':>6}  {health:<9} {where}",
             flush=True,
         )
-    health = {True: "ok", False: "no answer", None: "-"}[listener.healthy]
-    print(
-        f"{'listener':<20} {'-':>7} {stack.listener_metrics_port or '-':>6}  {health:<9} "
-        f"{stack.listener_metrics_url or '-'} (flow run {stack.listener_flow_run_id or '-'}: "
-        f"{listener.state or 'unknown'})",
-        flush=True,
-    )
     broken = [s.service.name for s in statuses if not s.healthy]
-    if listener.healthy is False or (listener.state or "Running") != "Running":
+    if (listener_state or "Running") != "Running" and "listener" not in broken:
         broken.append("listener")
     if broken:
         raise CliError(

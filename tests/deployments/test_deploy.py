@@ -247,22 +247,18 @@ def test_the_local_stacks_deploy_stores_what_prefect_deploy_stored(
 ) -> None:
     # magicflow up deploys with deployments.local_deploy (in its own process there; here
     # in this one, whose flows are imported already): Prefect's own per-deployment step,
-    # the listener first and the others three at a time. Run over what
-    # `prefect deploy --all` stored, it must change nothing but write times.
+    # three at a time. Run over what `prefect deploy --all` stored, it must change
+    # nothing but write times.
     (tmp_path / "prefect.yaml").write_text(
         (PROJECT_ROOT / "prefect.yaml").read_text() + TEST_DEPLOYMENTS
     )
-    first_deployed = tmp_path / "first-deployed"
-    finished = asyncio.run(
-        deploy_all(tmp_path / "prefect.yaml", first="listener", first_deployed=first_deployed)
-    )
-    assert first_deployed.read_text() == "listener\n"
+    finished = asyncio.run(deploy_all(tmp_path / "prefect.yaml"))
     # The session's server also holds other tests' deployments: only prefect.yaml's count.
     in_yaml = {
         entry["name"]
         for entry in yaml.safe_load((tmp_path / "prefect.yaml").read_text())["deployments"]
     }
-    assert finished[0] == "listener" and sorted(finished) == sorted(in_yaml)
+    assert sorted(finished) == sorted(in_yaml)
     assert in_yaml <= set(deployed["deployments"])
 
     async def read_all() -> dict[str, Any]:

@@ -160,6 +160,7 @@ def test_up_starts_everything_and_the_sample_request_completes_through_the_worke
         "kubernetes-emulator",
         "gitlab-fake",
         "worker",
+        "listener",
     }
     assert set(services) == expected
     for name, service in services.items():
@@ -217,9 +218,11 @@ def test_up_starts_everything_and_the_sample_request_completes_through_the_worke
     metrics_port = recorded(state_dir)["listener_metrics_port"]
     assert metrics_port and metrics_port != DEPLOYED_METRICS_PORT
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    listener_run_id = recorded(state_dir)["listener_flow_run_id"]
     assert f"metrics {metrics_url}" in out and f"listener:     {metrics_url}" in out
     assert re.search(
-        rf"^listener\s+-\s+{metrics_port}\s+ok\s+{re.escape(metrics_url)} .*: Running\)$",
+        rf"^listener\s+{services['listener']['pid']}\s+{metrics_port}\s+ok\s+"
+        rf"{re.escape(metrics_url)} \(flow run {listener_run_id}: Running\)$",
         status.stdout,
         re.M,
     ), status.stdout
@@ -239,10 +242,10 @@ def test_up_starts_everything_and_the_sample_request_completes_through_the_worke
         timeout=10,
     ).json()
     assert sync_runs == []
-    # Its run got the free port and the crash follower as parameters.
-    listener_run = httpx.get(
-        f"{api}/flow_runs/{recorded(state_dir)['listener_flow_run_id']}", timeout=10
-    ).json()
+    # Its run (the kafka-trigger flow, run by the listener's own process) got the free
+    # port and the crash follower as parameters.
+    listener_run = httpx.get(f"{api}/flow_runs/{listener_run_id}", timeout=10).json()
+    assert listener_run["state"]["type"] == "RUNNING"
     assert listener_run["parameters"]["metrics_port"] == metrics_port
     assert listener_run["parameters"]["follow_crashes"] is True
 
@@ -287,7 +290,8 @@ def test_up_twice_reuses_the_stack_down_leaves_no_process_and_up_works_again(
     pids = {s["pid"]: str(s["started"]) for s in before["services"]}
     worker = next(s["pid"] for s in before["services"] if s["name"] == "worker")
     flow_run_processes = {pid: start_ticks(pid) for pid in children_of(worker)}
-    assert flow_run_processes, "the listener's flow-run process runs under the worker"
+    listener = next(s for s in before["services"] if s["name"] == "listener")
+    assert listener["port"] == before["listener_metrics_port"]
 
     again = cli("up", "--state-dir", str(state_dir), "--prefect-port", str(port), timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
