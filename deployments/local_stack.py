@@ -53,6 +53,8 @@ STATE_DIR_ENV = "MAGICFLOW_STATE_DIR"
 
 DEFAULT_PREFECT_PORT = 4200
 WORK_POOL = "magicflow"
+PREFECT_CLIENTS = ("listener", "worker")
+"""The stack's processes that talk to its Prefect server (stopped before the servers)."""
 LISTENER_FLOW = "kafka-trigger"
 """The listener's flow (`flows.kafka_trigger`): the stack runs it in a process of its own."""
 SQLITE_MAX_IN_FLIGHT = 2
@@ -475,11 +477,25 @@ def listener_arguments(max_in_flight: int, metrics_port: int) -> list[str]:
 
 
 def _stop_all(stack: Stack, say: Say) -> None:
-    """Stops every recorded process, newest first; deletes ``stack.json`` once all are gone."""
+    """Stops every recorded process; deletes ``stack.json`` once all are gone.
+
+    The Prefect clients (the listener and the worker) first, so their last calls (their
+    flow runs' final states) still reach the server, then every server; each wave at
+    once, since each process may take seconds to exit on SIGTERM.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [service for service in stack.services if service.name in PREFECT_CLIENTS]
+    servers = [service for service in stack.services if service.name not in PREFECT_CLIENTS]
     left = []
-    for service in reversed(stack.services):
-        if not stop_service(service):
-            left.append(f"{service.name} (pid {service.pid})")
+    for wave in (clients, servers):
+        if not wave:
+            continue
+        with ThreadPoolExecutor(len(wave)) as pool:
+            stopped = list(pool.map(stop_service, wave))
+        left += [
+            f"{s.name} (pid {s.pid})" for s, gone in zip(wave, stopped, strict=True) if not gone
+        ]
     if left:
         raise StackError(
             f"still running after SIGTERM and SIGKILL: {', '.join(left)}",
