@@ -36,6 +36,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -325,14 +326,20 @@ def mask_url(url: str) -> str:
 
 
 class Progress:
-    """Prints one line per step with the time since ``up`` began."""
+    """Prints one line per step with the time since ``up`` began.
+
+    Steps run in several threads at once: one line at a time, so that two lines never
+    interleave (``print`` writes a line's text and its newline separately).
+    """
 
     def __init__(self, say: Say) -> None:
         self.say, self.began = say, time.monotonic()
+        self.lock = threading.Lock()
 
     def __call__(self, message: str) -> None:
         """Prints one progress line."""
-        self.say(f"[{time.monotonic() - self.began:6.1f}s] {message}")
+        with self.lock:
+            self.say(f"[{time.monotonic() - self.began:6.1f}s] {message}")
 
 
 # --- starting ------------------------------------------------------------------------------------

@@ -74,10 +74,10 @@ DEPLOY_SECONDS = 600.0
 """How long the worker's process may take to deploy prefect.yaml and start polling,
 imports and the Prefect server's own start included."""
 SCHEDULED_RUNS_AHEAD = 3
-"""Runs the stack's Prefect server schedules ahead per schedule (Prefect's minimum)."""
+"""Runs the stack's Prefect server schedules ahead per schedule (Prefect's default
+minimum; its default maximum is 100, up to 100 days ahead)."""
 LISTENER_SECONDS = 420.0
-"""How long the listener may take to serve, the Prefect server's own
-start included."""
+"""How long the listener may take to serve, the Prefect server's own start included."""
 
 
 def stack_env(stack: Stack, state_dir: Path) -> dict[str, str]:
