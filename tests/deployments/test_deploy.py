@@ -43,6 +43,7 @@ from magicflow.cli import ExitCode
 from magicflow.messages import REQUEST_TAG_PREFIX
 from tests.backends.serve_workflows import sleeping_workflow
 from tests.fixtures.kafka import PROJECT_ROOT, read_topic, statuses_of, subprocess_env
+from tests.fixtures.waiting import wait_until
 from tests.fixtures.workflows import KAFKA_BLOCK_NAME
 
 POOL = "magicflow"
@@ -74,17 +75,6 @@ TEST_DEPLOYMENTS = """
 """
 HEARTBEAT_SECONDS = 30  # prefect.yaml's PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum
 WINDOW_SECONDS = 60  # two heartbeats: a live run is never late by that much
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 def read_flow_run(flow_run_id: UUID) -> FlowRun:

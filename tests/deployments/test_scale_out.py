@@ -25,7 +25,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -51,6 +50,7 @@ from tests.fixtures.kafka import (
     subprocess_env,
     wait_for_committed,
 )
+from tests.fixtures.waiting import wait_until
 
 REQUESTS = 100
 NOT_JSON = 3
@@ -65,16 +65,6 @@ LISTENER = [sys.executable, "-m", "flows.kafka_trigger", "--kafka-block", KAFKA_
 LISTENER += ["--registry", REGISTRY]
 ABORTED = re.compile(r"Aborted submission of flow run '([0-9a-f-]{36})'")
 METRICS_AT = re.compile(r"metrics at (http://127\.0\.0\.1:\d+)/metrics")
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if value := condition():
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 def spawn(name: str, argv: list[str], workdir: Path, env: dict[str, str]) -> BackendProcess:

@@ -8,9 +8,8 @@ recording proxies count zero write requests.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from flows.registry import magicflow_registry
 from magicflow import InvalidInputError, NotFoundError
 from magicflow.messages import REQUESTED_BY_TAG_PREFIX
 from tests.fixtures.dr import boto, gcs, kv_client
+from tests.fixtures.waiting import wait_until
 
 DR_REGION = "eu-central-1"
 
@@ -36,16 +36,6 @@ DR_REGION = "eu-central-1"
 def prefect() -> Iterator[SyncPrefectClient]:
     with get_client(sync_client=True) as client:
         yield client
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout} s")
 
 
 @dataclass
@@ -232,6 +222,7 @@ class Invocation:
                 ),
                 None,
             ),
+            120,
             "the flow run exists",
         )
 
@@ -243,7 +234,7 @@ class Invocation:
             assert not self.future.done(), self.future.result()
             return state.id if state and state.is_paused() and state.id != not_state else None
 
-        return wait_until(check, "the run pauses for approval")
+        return wait_until(check, 120, "the run pauses for approval")
 
     def resume(self, **run_input: Any) -> Any:
         return resume_flow_run(self.id, run_input=run_input)
