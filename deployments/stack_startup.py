@@ -445,25 +445,12 @@ def _wait_for_deploy(deployed: Path, worker: Future[object], log: Path) -> None:
 def _wait_for_listener_run(metrics_port: int, listener: Future[object], log: Path) -> str:
     """Waits until the listener's flow run runs; returns its id.
 
+    Its run is the running ``kafka-trigger`` run with this ``metrics_port``, polled
+    through one Prefect client.
+
     Raises:
         StackError: The listener's process exited first, or took too long.
     """
-    deadline = time.monotonic() + LISTENER_SECONDS
-    while (flow_run_id := asyncio.run(_listener_flow_run(metrics_port))) is None:
-        if listener.done() and listener.exception() is not None:
-            listener.result()  # its StackError names the log
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"the listener had no running {LISTENER_FLOW} flow run after "
-                f"{LISTENER_SECONDS:g}s; its log is {log}",
-                "read the log; rerun magicflow up",
-            )
-        time.sleep(0.1)
-    return flow_run_id
-
-
-async def _listener_flow_run(metrics_port: int) -> str | None:
-    """The id of the listener's flow run (the running ``kafka-trigger`` run on this port)."""
     from prefect import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
@@ -475,14 +462,31 @@ async def _listener_flow_run(metrics_port: int) -> str | None:
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
-    async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[LISTENER_FLOW])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
-            ),
-            sort=FlowRunSort.START_TIME_DESC,
-        )
-    return next(
-        (str(run.id) for run in runs if run.parameters.get("metrics_port") == metrics_port), None
+    running_listeners = FlowFilter(name=FlowFilterName(any_=[LISTENER_FLOW]))
+    running = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
     )
+
+    async def poll() -> str:
+        deadline = time.monotonic() + LISTENER_SECONDS
+        async with get_client() as client:
+            while True:
+                runs = await client.read_flow_runs(
+                    flow_filter=running_listeners,
+                    flow_run_filter=running,
+                    sort=FlowRunSort.START_TIME_DESC,
+                )
+                for run in runs:
+                    if run.parameters.get("metrics_port") == metrics_port:
+                        return str(run.id)
+                if listener.done() and listener.exception() is not None:
+                    listener.result()  # its StackError names the log
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the listener had no running {LISTENER_FLOW} flow run after "
+                        f"{LISTENER_SECONDS:g}s; its log is {log}",
+                        "read the log; rerun magicflow up",
+                    )
+                await asyncio.sleep(0.1)
+
+    return asyncio.run(poll())
